@@ -1,0 +1,1 @@
+//! DataExport API types and the names the module's components share.

@@ -1,0 +1,1 @@
+//! Certificate issuing shared by the hooks, the controller and the tests.

@@ -1,0 +1,1 @@
+//! Test access to the local control plane started by `e2e/testenv.sh`.
