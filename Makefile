@@ -1,0 +1,49 @@
+# Public entry points. Everything a newcomer or CI runs goes through these targets.
+#   make demo    the local demo: a real control plane, the module's components, volumes exported and
+#                downloaded (KEEP=1 leaves it running)
+#   make test    every test: unit, integration, end-to-end on the local control plane, and lint
+#   make lint    cargo fmt --check, clippy -D warnings, module lint (helm render + dmt)
+#   make bench   benchmarks, printed side by side with their comparison points
+
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/storage-volume-data-manager/target
+export CARGO_TERM_COLOR ?= never
+KEEP ?= 0
+
+.PHONY: demo test lint fmt-check clippy module-lint bench crds testenv-up testenv-down setup build
+
+setup:
+	@e2e/setup.sh
+
+build: setup
+	cargo build --workspace --bins
+
+demo: setup
+	KEEP=$(KEEP) e2e/demo.sh
+
+test: setup
+	e2e/run-tests.sh
+
+lint: setup fmt-check clippy module-lint
+
+fmt-check:
+	cargo fmt --all -- --check
+
+clippy:
+	cargo clippy --workspace --all-targets -- -D warnings
+
+module-lint:
+	@if [ -x hack/module-lint.sh ]; then hack/module-lint.sh; else echo "module-lint: no module bundle yet"; fi
+
+bench: setup
+	SVDM_BENCH=1 e2e/setup.sh
+	@for b in bench/*.sh; do [ -x "$$b" ] && "$$b"; done; true
+
+crds:
+	cargo run -q -p svdm-api --bin crdgen > crds/dataexports.yaml
+
+testenv-up: setup
+	e2e/testenv.sh up
+
+testenv-down:
+	e2e/testenv.sh down

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what `make demo` and `make test` need on a fresh Debian machine, and nothing when it is
+# already there (so a warm machine never touches the network). Go modules and crates are fetched
+# by the builds themselves; this covers the system side.
+set -euo pipefail
+need=()
+have_cmd() { command -v "$1" >/dev/null 2>&1; }
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+for pkg in libssl-dev pkg-config openssl curl util-linux python3 jq; do
+  have_pkg "$pkg" || need+=("$pkg")
+done
+if [ "${SVDM_BENCH:-0}" = 1 ]; then have_cmd nginx || need+=(nginx-light); fi
+for c in go cargo; do
+  have_cmd "$c" || { echo "setup: '$c' is missing; install the Go and Rust toolchains first" >&2; exit 1; }
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
+  $sudo_ apt-get update -qq
+  $sudo_ apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# Block volumes are loop devices; make sure the kernel side is there before anything relies on it.
+if ! losetup -f >/dev/null 2>&1; then
+  modprobe loop 2>/dev/null || true
+  losetup -f >/dev/null || { echo "setup: no free loop device (need root and the loop module)" >&2; exit 1; }
+fi

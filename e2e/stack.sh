@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Runs the module's components against the local control plane (e2e/testenv.sh) as local
+# processes: the simulated node (kubelet, storage, kube-proxy/DNS stand-in), the controller and the
+# webhook (registered through the API server by URL). The exporter is started by the simulated
+# node, as a kubelet would start the pods the controller creates.
+#
+#   e2e/stack.sh up     needs "$TESTENV_DIR/env"; builds nothing (run `cargo build --workspace --bins`)
+#   e2e/stack.sh down
+#
+# Writes "$TESTENV_DIR/stack.env" (export lines) for tests and the demo.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+TESTENV_DIR=${TESTENV_DIR:-$repo/.run/testenv}
+target=${CARGO_TARGET_DIR:-$repo/target}/debug
+stack=$TESTENV_DIR/stack
+MODULE_NS=d8-storage-volume-data-manager
+EXPORTER_IMAGE=registry.local/svdm/exporter:dev
+log() { printf 'stack: %s\n' "$*" >&2; }
+
+is_running() {
+  local f=$stack/$1.pid pid
+  [ -f "$f" ] || return 1
+  pid=$(cat "$f")
+  [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "$2"
+}
+
+stop_one() { # name binary
+  local pid i
+  is_running "$1" "$2" || { rm -f "$stack/$1.pid"; return 0; }
+  pid=$(cat "$stack/$1.pid")
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$stack/$1.pid"
+}
+
+down() {
+  [ -d "$stack" ] || return 0
+  if [ -f "$TESTENV_DIR/env" ]; then
+    # shellcheck source=/dev/null
+    . "$TESTENV_DIR/env"
+    "$TESTENV_BIN/kubectl" --kubeconfig "$TESTENV_KUBECONFIG" delete validatingwebhookconfiguration \
+      d8-storage-volume-data-manager --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  fi
+  stop_one webhook svdm-webhook
+  stop_one controller svdm-controller
+  # The simulated node stops its pods' processes, detaches its loop devices and removes its
+  # /etc/hosts block on SIGTERM.
+  stop_one kube-sim svdm-kube-sim
+  log "stopped"
+}
+
+wait_for() { # what seconds command...
+  local what=$1 secs=$2 i; shift 2
+  for i in $(seq 1 $((secs * 2))); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.5
+  done
+  log "$what not ready within ${secs}s"
+  for f in "$stack"/*.log; do [ -f "$f" ] && { printf '\n===== %s =====\n' "$f" >&2; tail -n 40 "$f" >&2; }; done
+  return 1
+}
+
+up() {
+  # shellcheck source=/dev/null
+  . "$TESTENV_DIR/env"
+  mkdir -p "$stack"
+  local k=("$TESTENV_BIN/kubectl" --kubeconfig "$TESTENV_KUBECONFIG")
+  "${k[@]}" apply --server-side -f "$repo/crds/dataexports.yaml" >/dev/null
+  "${k[@]}" wait --for condition=Established --timeout 60s crd/dataexports.storage.deckhouse.io >/dev/null
+  "${k[@]}" apply --server-side -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Namespace
+metadata: {name: $MODULE_NS}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: exporter, namespace: $MODULE_NS}
+---
+# The exporter's own identity: TokenReview and SubjectAccessReview for every user request …
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "d8:storage-volume-data-manager:exporter:auth-delegator"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:auth-delegator"}
+subjects: [{kind: ServiceAccount, name: exporter, namespace: $MODULE_NS}]
+---
+# … and its activity Lease, nothing else.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: "d8:storage-volume-data-manager:exporter", namespace: $MODULE_NS}
+rules:
+- {apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get, update, patch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: "d8:storage-volume-data-manager:exporter", namespace: $MODULE_NS}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: "d8:storage-volume-data-manager:exporter"}
+subjects: [{kind: ServiceAccount, name: exporter, namespace: $MODULE_NS}]
+---
+# What users get from the module's shipped roles: manage DataExports and download their data.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: "d8:storage-volume-data-manager:user"
+rules:
+- {apiGroups: [storage.deckhouse.io], resources: [dataexports], verbs: [get, list, watch, create, update, patch, delete]}
+- {apiGroups: [storage.deckhouse.io], resources: [dataexports/download], verbs: [get]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: "test-editor-dataexports", namespace: $TESTENV_EDITOR_NAMESPACE}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "d8:storage-volume-data-manager:user"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: test-editor}]
+EOF
+
+  # Exporter CA: what the module's TLS hook puts into a Secret for the controller.
+  if [ ! -f "$stack/exporter-ca.crt" ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+      -subj "/CN=storage-volume-data-manager exporter CA" -keyout "$stack/exporter-ca.key" \
+      -out "$stack/exporter-ca.crt" -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
+  fi
+
+  if [ -x "$target/svdm-kube-sim" ]; then
+    if ! is_running kube-sim svdm-kube-sim; then
+      # The node runs with admin credentials, as a stand-in for kubelet + CSI driver + kube-proxy.
+      KUBECONFIG=$TESTENV_KUBECONFIG RUST_LOG=${SIM_LOG:-info} "$target/svdm-kube-sim" \
+        --kubeconfig "$TESTENV_KUBECONFIG" --data-dir "$stack/kube-sim" \
+        --exporter-image "$EXPORTER_IMAGE" --exporter-binary "$target/svdm-exporter" \
+        > "$stack/kube-sim.log" 2>&1 &
+      echo $! > "$stack/kube-sim.pid"
+    fi
+    wait_for "simulated node" 60 "${k[@]}" wait --for condition=Ready --timeout 1s node/sim-node-1
+  else
+    log "MISSING: svdm-kube-sim is not built; no node, no storage"
+  fi
+
+  if [ -x "$target/svdm-controller" ]; then
+    if ! is_running controller svdm-controller; then
+      KUBECONFIG=$TESTENV_KUBECONFIG RUST_LOG=${CONTROLLER_LOG:-info} "$target/svdm-controller" \
+        --exporter-image "$EXPORTER_IMAGE" \
+        --exporter-ca-cert "$stack/exporter-ca.crt" --exporter-ca-key "$stack/exporter-ca.key" \
+        --metrics-address 127.0.0.1:0 \
+        > "$stack/controller.log" 2>&1 &
+      echo $! > "$stack/controller.pid"
+    fi
+  else
+    log "MISSING: svdm-controller is not built; DataExports will not be reconciled"
+  fi
+
+  cat > "$TESTENV_DIR/stack.env" <<EOF
+export SVDM_STACK_DIR=$stack
+export SVDM_EXPORTER_IMAGE=$EXPORTER_IMAGE
+export SVDM_EXPORTER_CA=$stack/exporter-ca.crt
+export SVDM_MODULE_NAMESPACE=$MODULE_NS
+EOF
+  log "up; logs in $stack"
+}
+
+case ${1:-} in
+  up) up ;;
+  down) down ;;
+  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+esac
