@@ -1,0 +1,312 @@
+//! Per-request authentication (bearer token via TokenReview, or a verified client certificate) and
+//! authorization (SubjectAccessReview for `get dataexports/download <name>`), with short-lived caching
+//! so a stream of range requests costs no API call each.
+//!
+//! Raw tokens live only in the request being served: caches are keyed by SHA-256 and nothing here logs
+//! a token or an Authorization header.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use kube::api::{Api, PostParams};
+use sha2::{Digest, Sha256};
+
+use crate::cache::TtlCache;
+use crate::metrics::Metrics;
+
+pub const API_GROUP: &str = "storage.deckhouse.io";
+pub const RESOURCE: &str = "dataexports";
+pub const SUBRESOURCE: &str = "download";
+pub const VERB: &str = "get";
+pub const REALM_CHALLENGE: &str = "Bearer realm=\"storage-volume-data-manager\"";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Identity {
+    pub username: String,
+    pub uid: String,
+    pub groups: Vec<String>,
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+/// What a TLS client certificate said, as checked during the handshake.
+#[derive(Debug, Clone)]
+pub enum PeerCert {
+    Verified { cn: String, orgs: Vec<String> },
+    /// Presented but not signed by the client CA (or expired); never used as an identity.
+    Rejected(String),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Credential {
+    Missing,
+    Bearer(String),
+    Basic,
+    Other(String),
+    Malformed,
+}
+
+pub fn parse_authorization(value: Option<&[u8]>) -> Credential {
+    let Some(raw) = value else {
+        return Credential::Missing;
+    };
+    let Ok(text) = std::str::from_utf8(raw) else {
+        return Credential::Malformed;
+    };
+    let text = text.trim();
+    let (scheme, rest) = match text.split_once(' ') {
+        Some((s, r)) => (s, r.trim()),
+        None => (text, ""),
+    };
+    if scheme.eq_ignore_ascii_case("bearer") {
+        if rest.is_empty() || rest.contains(' ') {
+            return Credential::Malformed;
+        }
+        Credential::Bearer(rest.to_string())
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        Credential::Basic
+    } else if scheme.is_empty() {
+        Credential::Malformed
+    } else {
+        Credential::Other(scheme.chars().take(32).collect())
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    /// 401 with `WWW-Authenticate`.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// 403.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 503: the API server could not answer; the request may succeed on retry.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+pub fn forbidden_message(user: &str, name: &str, namespace: &str) -> String {
+    format!(
+        "user {user:?} cannot {VERB} {RESOURCE}/{SUBRESOURCE} {name:?} in namespace {namespace:?} ({API_GROUP}); ask for a role that grants it"
+    )
+}
+
+pub fn token_key(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Keys the access decision by everything the SubjectAccessReview sees.
+pub fn identity_key(id: &Identity) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for part in [&id.username, &id.uid] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    for g in &id.groups {
+        h.update(g.as_bytes());
+        h.update([1]);
+    }
+    for (k, vs) in &id.extra {
+        h.update(k.as_bytes());
+        h.update([2]);
+        for v in vs {
+            h.update(v.as_bytes());
+            h.update([3]);
+        }
+    }
+    h.finalize().into()
+}
+
+/// Authentication/authorization backend.
+pub struct Auth {
+    client: Option<kube::Client>,
+    namespace: String,
+    name: String,
+    tokens: TtlCache<[u8; 32], Identity>,
+    access: TtlCache<[u8; 32], ()>,
+    metrics: Arc<Metrics>,
+}
+
+impl Auth {
+    /// `client == None` disables authentication entirely (`--no-auth`).
+    pub fn new(client: Option<kube::Client>, namespace: String, name: String, ttl: Duration, metrics: Arc<Metrics>) -> Auth {
+        Auth {
+            client,
+            namespace,
+            name,
+            tokens: TtlCache::new(ttl, 10_000),
+            access: TtlCache::new(ttl, 10_000),
+            metrics,
+        }
+    }
+
+    pub async fn check(&self, authorization: Option<&[u8]>, peer: Option<&PeerCert>) -> Result<Identity, AuthError> {
+        let Some(client) = &self.client else {
+            return Ok(Identity {
+                username: "anonymous (--no-auth)".into(),
+                uid: String::new(),
+                groups: Vec::new(),
+                extra: BTreeMap::new(),
+            });
+        };
+        let identity = match parse_authorization(authorization) {
+            Credential::Bearer(token) => self.review_token(client, &token).await?,
+            Credential::Basic => {
+                return Err(AuthError::Unauthenticated(
+                    "Basic authentication is not supported; use a bearer token or a client certificate".into(),
+                ));
+            }
+            Credential::Other(scheme) => {
+                return Err(AuthError::Unauthenticated(format!(
+                    "authorization scheme {scheme:?} is not supported; use a bearer token or a client certificate"
+                )));
+            }
+            Credential::Malformed => {
+                return Err(AuthError::Unauthenticated("malformed Authorization header".into()));
+            }
+            Credential::Missing => match peer {
+                Some(PeerCert::Verified { cn, orgs }) => {
+                    let mut groups = orgs.clone();
+                    // The API server adds this group to every authenticated user; RBAC bindings to it must
+                    // work the same here.
+                    groups.push("system:authenticated".into());
+                    Identity { username: cn.clone(), uid: String::new(), groups, extra: BTreeMap::new() }
+                }
+                Some(PeerCert::Rejected(why)) => {
+                    return Err(AuthError::Unauthenticated(format!("client certificate not accepted: {why}")));
+                }
+                None => {
+                    return Err(AuthError::Unauthenticated(
+                        "no credentials: send a Kubernetes bearer token (Authorization: Bearer …) or a client certificate"
+                            .into(),
+                    ));
+                }
+            },
+        };
+        self.authorize(client, &identity).await?;
+        Ok(identity)
+    }
+
+    async fn review_token(&self, client: &kube::Client, token: &str) -> Result<Identity, AuthError> {
+        let key = token_key(token);
+        if let Some(id) = self.tokens.get(&key) {
+            self.metrics.cache("token", true);
+            return Ok(id);
+        }
+        self.metrics.cache("token", false);
+        let review = TokenReview {
+            spec: TokenReviewSpec { token: token.to_string(), audiences: None },
+            ..Default::default()
+        };
+        let api: Api<TokenReview> = Api::all(client.clone());
+        let result = api.create(&PostParams::default(), &review).await.map_err(|e| {
+            self.metrics.api_call("tokenreview", "error");
+            log::warn!("TokenReview failed: {e}");
+            AuthError::Unavailable(
+                "cannot verify the token with the Kubernetes API right now; retry in a few seconds".into(),
+            )
+        })?;
+        let status = result.status.unwrap_or_default();
+        if status.authenticated != Some(true) {
+            self.metrics.api_call("tokenreview", "rejected");
+            return Err(AuthError::Unauthenticated(
+                "the bearer token was not accepted by the cluster (expired, revoked or not a Kubernetes token)".into(),
+            ));
+        }
+        self.metrics.api_call("tokenreview", "authenticated");
+        let user = status.user.unwrap_or_default();
+        let id = Identity {
+            username: user.username.unwrap_or_default(),
+            uid: user.uid.unwrap_or_default(),
+            groups: user.groups.unwrap_or_default(),
+            extra: user.extra.unwrap_or_default(),
+        };
+        self.tokens.insert(key, id.clone());
+        Ok(id)
+    }
+
+    async fn authorize(&self, client: &kube::Client, id: &Identity) -> Result<(), AuthError> {
+        let key = identity_key(id);
+        if self.access.get(&key).is_some() {
+            self.metrics.cache("access", true);
+            return Ok(());
+        }
+        self.metrics.cache("access", false);
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(id.username.clone()),
+                uid: (!id.uid.is_empty()).then(|| id.uid.clone()),
+                groups: Some(id.groups.clone()),
+                extra: (!id.extra.is_empty()).then(|| id.extra.clone()),
+                resource_attributes: Some(ResourceAttributes {
+                    namespace: Some(self.namespace.clone()),
+                    verb: Some(VERB.into()),
+                    group: Some(API_GROUP.into()),
+                    resource: Some(RESOURCE.into()),
+                    subresource: Some(SUBRESOURCE.into()),
+                    name: Some(self.name.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let api: Api<SubjectAccessReview> = Api::all(client.clone());
+        let result = api.create(&PostParams::default(), &review).await.map_err(|e| {
+            self.metrics.api_call("subjectaccessreview", "error");
+            log::warn!("SubjectAccessReview failed: {e}");
+            AuthError::Unavailable(
+                "cannot check permissions with the Kubernetes API right now; retry in a few seconds".into(),
+            )
+        })?;
+        let status = result.status.unwrap_or_default();
+        if status.allowed {
+            self.metrics.api_call("subjectaccessreview", "allowed");
+            self.access.insert(key, ());
+            Ok(())
+        } else {
+            self.metrics.api_call("subjectaccessreview", "denied");
+            Err(AuthError::Forbidden(forbidden_message(&id.username, &self.name, &self.namespace)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_authorization() {
+        assert_eq!(parse_authorization(None), Credential::Missing);
+        assert_eq!(parse_authorization(Some(b"Bearer abc.def")), Credential::Bearer("abc.def".into()));
+        assert_eq!(parse_authorization(Some(b"bearer  abc ")), Credential::Bearer("abc".into()));
+        assert_eq!(parse_authorization(Some(b"Bearer")), Credential::Malformed);
+        assert_eq!(parse_authorization(Some(b"Bearer a b")), Credential::Malformed);
+        assert_eq!(parse_authorization(Some(b"Basic dXNlcjpwYXNz")), Credential::Basic);
+        assert_eq!(parse_authorization(Some(b"Negotiate x")), Credential::Other("Negotiate".into()));
+        assert_eq!(parse_authorization(Some(b"")), Credential::Malformed);
+        assert_eq!(parse_authorization(Some(&[0xff, 0xfe])), Credential::Malformed);
+    }
+
+    #[test]
+    fn keys_and_messages() {
+        assert_ne!(token_key("a"), token_key("b"));
+        let a = Identity { username: "u".into(), uid: "1".into(), groups: vec!["g".into()], extra: BTreeMap::new() };
+        let mut b = a.clone();
+        b.groups.push("h".into());
+        assert_ne!(identity_key(&a), identity_key(&b));
+        assert_eq!(identity_key(&a), identity_key(&a.clone()));
+        assert_eq!(
+            forbidden_message("x", "name", "ns"),
+            "user \"x\" cannot get dataexports/download \"name\" in namespace \"ns\" (storage.deckhouse.io); ask for a role that grants it"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_auth_mode_allows() {
+        let auth = Auth::new(None, "ns".into(), "n".into(), Duration::from_secs(1), Arc::new(Metrics::new()));
+        assert!(auth.check(None, None).await.is_ok());
+    }
+}

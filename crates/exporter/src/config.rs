@@ -1,0 +1,135 @@
+//! Command line and environment configuration.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// What the exporter serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// A directory tree, served as files and JSON listings under `/api/v1/files/`.
+    Filesystem,
+    /// A block device, served raw under `/api/v1/block`.
+    Block,
+}
+
+/// Every flag can also come from `SVDM_<UPPER_SNAKE>` so the controller can template the pod through env.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "svdm-exporter", version, about = "Serves one volume read-only over HTTPS")]
+pub struct Config {
+    #[arg(long, env = "SVDM_MODE", value_enum)]
+    pub mode: Mode,
+    /// Directory (filesystem mode) or device (block mode) to serve.
+    #[arg(long, env = "SVDM_SOURCE")]
+    pub source: PathBuf,
+    #[arg(long, env = "SVDM_ADDRESS", default_value = "0.0.0.0")]
+    pub address: IpAddr,
+    /// 0 picks a free port; the chosen address is logged as `listening on <addr>`.
+    #[arg(long, env = "SVDM_PORT", default_value_t = 8443)]
+    pub port: u16,
+    #[arg(long, env = "SVDM_TLS_CERT")]
+    pub tls_cert: PathBuf,
+    #[arg(long, env = "SVDM_TLS_KEY")]
+    pub tls_key: PathBuf,
+    /// Cluster client CA: when set, client certificates are requested (optional) and verified.
+    #[arg(long, env = "SVDM_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    #[arg(long, env = "SVDM_EXPORT_NAMESPACE")]
+    pub export_namespace: String,
+    #[arg(long, env = "SVDM_EXPORT_NAME")]
+    pub export_name: String,
+    /// Lease renewed on activity. Without it activity is not reported (benchmarks only).
+    #[arg(long, env = "SVDM_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    #[arg(long, env = "SVDM_LEASE_NAME")]
+    pub lease_name: Option<String>,
+    #[arg(long, env = "SVDM_ACTIVITY_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub activity_interval: Duration,
+    #[arg(long, env = "SVDM_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    #[arg(long, env = "SVDM_AUTH_CACHE_TTL", default_value = "10s", value_parser = parse_duration)]
+    pub auth_cache_ttl: Duration,
+    /// Serve without authentication. Only for benchmarks and tests without a cluster.
+    #[arg(long, env = "SVDM_NO_AUTH")]
+    pub no_auth: bool,
+}
+
+/// Parses Go-style durations (`500ms`, `5s`, `1m30s`, `2h`), the form the rest of the module uses.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("invalid duration {s:?}: expected a number"));
+        }
+        let value: u64 = rest[..digits].parse().map_err(|_| format!("invalid duration {s:?}"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let part = match unit {
+            "ms" => Duration::from_millis(value),
+            "s" => Duration::from_secs(value),
+            "m" => Duration::from_secs(value.saturating_mul(60)),
+            "h" => Duration::from_secs(value.saturating_mul(3600)),
+            _ => return Err(format!("invalid duration {s:?}: unit must be ms, s, m or h")),
+        };
+        total = total.saturating_add(part);
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn cli_parses() {
+        let cfg = Config::try_parse_from([
+            "svdm-exporter",
+            "--mode",
+            "block",
+            "--source",
+            "/dev/loop0",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--export-namespace",
+            "ns",
+            "--export-name",
+            "n",
+            "--no-auth",
+        ]);
+        let cfg = match cfg {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(cfg.mode, Mode::Block);
+        assert_eq!(cfg.port, 8443);
+        assert!(cfg.no_auth);
+        assert_eq!(cfg.activity_interval, Duration::from_secs(5));
+    }
+}

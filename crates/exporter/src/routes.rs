@@ -1,0 +1,111 @@
+//! Request routing on the raw (still percent-encoded) path, so path decoding happens exactly once, in
+//! `paths`, and the router cannot be confused by encoded separators.
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    Healthz,
+    Readyz,
+    Metrics,
+    /// The rest after `/api/v1/files`: empty or starting with `/`.
+    Files(&'a str),
+    /// The rest after `/api/v1/block`.
+    Block(&'a str),
+    NotFound,
+}
+
+/// `prefix` is `/<namespace>/<name>`, the public path prefix the Ingress forwards unchanged.
+pub fn route<'a>(path: &'a str, prefix: &str) -> Route<'a> {
+    let path = match path.strip_prefix(prefix) {
+        Some(rest) if rest.starts_with('/') => rest,
+        _ => path,
+    };
+    match path {
+        "/healthz" => return Route::Healthz,
+        "/readyz" => return Route::Readyz,
+        "/metrics" => return Route::Metrics,
+        _ => {}
+    }
+    if let Some(rest) = path.strip_prefix("/api/v1/files")
+        && (rest.is_empty() || rest.starts_with('/'))
+    {
+        return Route::Files(rest);
+    }
+    if let Some(rest) = path.strip_prefix("/api/v1/block")
+        && (rest.is_empty() || rest.starts_with('/'))
+    {
+        return Route::Block(rest);
+    }
+    Route::NotFound
+}
+
+/// Query parameters the file endpoint understands.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FileQuery {
+    pub md5: bool,
+    pub sha256: bool,
+    pub tar: bool,
+}
+
+pub fn parse_query(q: &str) -> Result<FileQuery, String> {
+    let mut out = FileQuery::default();
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = crate::paths::percent_decode_strict(v.as_bytes()).map_err(|e| e.to_string())?;
+        let v = String::from_utf8_lossy(&v);
+        match k {
+            "attribute" => match v.as_ref() {
+                "stat" => {}
+                "hash.md5" => out.md5 = true,
+                "hash.sha256" => out.sha256 = true,
+                other => {
+                    return Err(format!(
+                        "unknown attribute {other:?}; supported: stat, hash.md5, hash.sha256"
+                    ));
+                }
+            },
+            "format" => match v.as_ref() {
+                "tar" => out.tar = true,
+                "json" | "" => {}
+                other => return Err(format!("unknown format {other:?}; supported: tar")),
+            },
+            // Unknown parameters are ignored, as most HTTP servers do, so cache-busting or tracing
+            // parameters added by proxies do not break downloads.
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let p = "/ns/name";
+        assert_eq!(route("/api/v1/files", p), Route::Files(""));
+        assert_eq!(route("/api/v1/files/", p), Route::Files("/"));
+        assert_eq!(route("/api/v1/files/a/b", p), Route::Files("/a/b"));
+        assert_eq!(route("/ns/name/api/v1/files/a", p), Route::Files("/a"));
+        assert_eq!(route("/ns/name/api/v1/block", p), Route::Block(""));
+        assert_eq!(route("/api/v1/block/x", p), Route::Block("/x"));
+        assert_eq!(route("/api/v1/filesx", p), Route::NotFound);
+        assert_eq!(route("/ns/other/api/v1/files/", p), Route::NotFound);
+        assert_eq!(route("/ns/namex/api/v1/files/", p), Route::NotFound);
+        assert_eq!(route("/healthz", p), Route::Healthz);
+        assert_eq!(route("/ns/name/readyz", p), Route::Readyz);
+        assert_eq!(route("/metrics", p), Route::Metrics);
+        assert_eq!(route("/", p), Route::NotFound);
+    }
+
+    #[test]
+    fn queries() {
+        assert_eq!(parse_query(""), Ok(FileQuery::default()));
+        let q = parse_query("attribute=hash.md5&attribute=hash.sha256&attribute=stat").unwrap_or_default();
+        assert!(q.md5 && q.sha256 && !q.tar);
+        assert!(parse_query("format=tar").unwrap_or_default().tar);
+        assert!(parse_query("attribute=hash.crc").is_err());
+        assert!(parse_query("format=zip").is_err());
+        assert_eq!(parse_query("x=1"), Ok(FileQuery::default()));
+    }
+}
