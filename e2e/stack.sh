@@ -148,6 +148,46 @@ EOF
     log "MISSING: svdm-controller is not built; DataExports will not be reconciled"
   fi
 
+  if [ -x "$target/svdm-webhook" ]; then
+    if ! is_running webhook svdm-webhook; then
+      # Serving certificate for 127.0.0.1, from the test CA, as the TLS hook would issue for the
+      # webhook Service in a cluster.
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=svdm-webhook" \
+        -keyout "$stack/webhook.key" -out "$stack/webhook.csr" 2>/dev/null
+      openssl x509 -req -in "$stack/webhook.csr" -CA "$TESTENV_CA" -CAkey "$TESTENV_CA_KEY" -CAcreateserial \
+        -days 30 -out "$stack/webhook.crt" \
+        -extfile <(printf "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth") 2>/dev/null
+      local port
+      port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+      echo "$port" > "$stack/webhook.port"
+      KUBECONFIG=$TESTENV_KUBECONFIG RUST_LOG=${WEBHOOK_LOG:-info} "$target/svdm-webhook" \
+        --tls-cert "$stack/webhook.crt" --tls-key "$stack/webhook.key" --address 127.0.0.1 --port "$port" \
+        > "$stack/webhook.log" 2>&1 &
+      echo $! > "$stack/webhook.pid"
+    fi
+    local port
+    port=$(cat "$stack/webhook.port")
+    wait_for "webhook" 60 curl -fsS --cacert "$TESTENV_CA" "https://127.0.0.1:$port/readyz"
+    "${k[@]}" apply --server-side -f - >/dev/null <<EOF
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {name: d8-storage-volume-data-manager}
+webhooks:
+- name: dataexports.storage.deckhouse.io
+  admissionReviewVersions: [v1]
+  sideEffects: None
+  failurePolicy: Fail
+  timeoutSeconds: 10
+  clientConfig:
+    url: https://127.0.0.1:$port/validate-dataexport
+    caBundle: $(base64 -w0 < "$TESTENV_CA")
+  rules:
+  - {apiGroups: [storage.deckhouse.io], apiVersions: [v1alpha1], operations: [CREATE, UPDATE], resources: [dataexports], scope: Namespaced}
+EOF
+  else
+    log "MISSING: svdm-webhook is not built; DataExports are not validated against the cluster"
+  fi
+
   cat > "$TESTENV_DIR/stack.env" <<EOF
 export SVDM_STACK_DIR=$stack
 export SVDM_EXPORTER_IMAGE=$EXPORTER_IMAGE
