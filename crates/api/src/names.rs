@@ -47,6 +47,9 @@ pub const ANN_PV_ORIGINAL_CLAIM_NAMESPACE: &str =
 pub const ANN_PV_ORIGINAL_CLAIM_NAME: &str = "svdm.storage.deckhouse.io/original-claim-name";
 pub const ANN_PV_ORIGINAL_CLAIM_UID: &str = "svdm.storage.deckhouse.io/original-claim-uid";
 
+/// On a PVC the controller restored from a user's VolumeSnapshot: the source `<namespace>/<name>`.
+pub const ANN_SOURCE_SNAPSHOT: &str = "svdm.storage.deckhouse.io/source-snapshot";
+
 /// Finalizer on a DataExport while it holds anything that must be returned.
 pub const FINALIZER_DATAEXPORT: &str = "svdm.storage.deckhouse.io/cleanup";
 /// Finalizer on the user's PVC while its PV is handed over, so it cannot be deleted meanwhile.

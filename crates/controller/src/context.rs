@@ -1,0 +1,75 @@
+//! Everything a reconcile pass needs besides the object: the client, settings, Event recorder
+//! and metrics.
+
+use std::sync::Arc;
+
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Resource, ResourceExt};
+use svdm_api::DataExport;
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Name under which the controller writes (field manager) and reports Events.
+pub const MANAGER: &str = "svdm-controller";
+
+impl Context {
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.to_owned(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            metrics,
+        }
+    }
+
+    /// Publishes an Event on a DataExport; failures are logged, never fatal.
+    pub async fn event(&self, de: &DataExport, warning: bool, reason: &str, note: &str) {
+        let mut note = note.to_owned();
+        if note.len() > 1000 {
+            let mut cut = 1000;
+            while !note.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            note.truncate(cut);
+        }
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &de.object_ref(&())).await {
+            log::warn!(
+                "cannot publish Event {reason} for {}/{}: {e}",
+                de.namespace().unwrap_or_default(),
+                de.name_any()
+            );
+        }
+    }
+
+    /// Exits the process right after `step` was persisted, when `--fault-after-step` names it.
+    pub fn fault_point(&self, step: &str) {
+        if self.settings.fault_after_step.as_deref() == Some(step) {
+            log::warn!("--fault-after-step {step}: exiting with status 3 as asked");
+            std::process::exit(3);
+        }
+    }
+}

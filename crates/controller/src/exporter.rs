@@ -1,0 +1,362 @@
+//! The exporter objects of one export (TLS Secret, Service, Lease, Pod, Ingress): ensure, inspect,
+//! delete.
+
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use svdm_api::{VolumeMode, names};
+use svdm_pki::{CertPair, LeafSpec, Usage};
+
+use crate::context::{Context, MANAGER};
+use crate::error::{Error, Result};
+use crate::kubeio;
+use crate::objects::{self, Owner};
+
+/// Leaf certificates live this long and are renewed when less than [`RENEW_MARGIN`] is left.
+const LEAF_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
+const RENEW_MARGIN: Duration = Duration::from_secs(2 * 24 * 3600);
+
+/// What the exporter looks like right now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    pub pod_ready: bool,
+    /// Why the pod cannot serve, when it is clearly broken (not merely starting).
+    pub pod_problem: Option<String>,
+    pub last_access: Option<Timestamp>,
+    pub ca_b64: String,
+    /// The pod was created in this pass.
+    pub created: bool,
+}
+
+async fn read(path: &std::path::Path) -> Result<String> {
+    tokio::fs::read_to_string(path)
+        .await
+        .map_err(|e| Error::Io {
+            path: path.display().to_string(),
+            source: e,
+        })
+}
+
+/// The exporter CA (re-read every time, so a CA rotated by the hook is picked up).
+pub async fn load_ca(ctx: &Context) -> Result<CertPair> {
+    Ok(CertPair {
+        cert_pem: read(&ctx.settings.exporter_ca_cert).await?,
+        key_pem: read(&ctx.settings.exporter_ca_key).await?,
+    })
+}
+
+async fn client_ca(ctx: &Context) -> Result<String> {
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), "kube-system");
+    let cm = cms.get_opt("extension-apiserver-authentication").await?;
+    let ca = cm
+        .and_then(|c| c.data)
+        .and_then(|d| d.get("client-ca-file").cloned())
+        .unwrap_or_default();
+    if ca.is_empty() {
+        log::warn!(
+            "kube-system/extension-apiserver-authentication has no client-ca-file; exporters accept bearer tokens only"
+        );
+    }
+    Ok(ca)
+}
+
+fn secret_str(s: &Secret, key: &str) -> Option<String> {
+    s.data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .and_then(|b| String::from_utf8(b.0.clone()).ok())
+}
+
+/// Whether the Secret's certificate must be (re)issued.
+pub fn needs_new_leaf(
+    secret: Option<&Secret>,
+    ca_pem: &str,
+    dns: &[String],
+    now: SystemTime,
+) -> bool {
+    let Some(s) = secret else { return true };
+    if secret_str(s, names::TLS_SECRET_CA).as_deref() != Some(ca_pem) {
+        return true;
+    }
+    let Some(cert) = secret_str(s, names::TLS_SECRET_CERT) else {
+        return true;
+    };
+    if secret_str(s, names::TLS_SECRET_KEY).is_none() {
+        return true;
+    }
+    match svdm_pki::inspect(&cert) {
+        Ok(info) => info.needs_renewal(now, RENEW_MARGIN) || !info.covers_exactly(dns),
+        Err(_) => true,
+    }
+}
+
+fn pod_problem(p: &Pod) -> Option<String> {
+    let st = p.status.as_ref()?;
+    if let Some(c) = st
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        && c.reason.as_deref() == Some("Unschedulable")
+    {
+        return Some(format!(
+            "the exporter pod cannot be scheduled: {}",
+            c.message.clone().unwrap_or_default()
+        ));
+    }
+    for cs in st.container_statuses.iter().flatten() {
+        if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+            let r = w.reason.as_deref().unwrap_or_default();
+            if matches!(
+                r,
+                "CrashLoopBackOff"
+                    | "ImagePullBackOff"
+                    | "ErrImagePull"
+                    | "CreateContainerConfigError"
+                    | "CreateContainerError"
+                    | "InvalidImageName"
+            ) {
+                return Some(format!(
+                    "the exporter container is in {r}: {}",
+                    w.message.clone().unwrap_or_default()
+                ));
+            }
+        }
+    }
+    None
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Makes sure Secret, Service, Lease and Pod (and the Ingress when published) exist and are
+/// current; returns what the exporter looks like.
+pub async fn ensure(
+    ctx: &Context,
+    owner: &Owner,
+    pvc: &str,
+    mode: VolumeMode,
+    publish: bool,
+) -> Result<State> {
+    let client = ctx.client.clone();
+    let ns = names::MODULE_NAMESPACE;
+    let name = objects::object_name(&owner.uid);
+    let ca = load_ca(ctx).await?;
+
+    // TLS Secret, (re)issued when missing, expiring, for other names or from another CA.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let existing = secrets.get_opt(&name).await?;
+    let dns = objects::service_dns_names(&name, &ctx.settings.cluster_domain);
+    if needs_new_leaf(existing.as_ref(), &ca.cert_pem, &dns, SystemTime::now()) {
+        let leaf = svdm_pki::issue(
+            &ca,
+            &LeafSpec {
+                common_name: &dns[2],
+                organizations: &[],
+                dns_names: &dns,
+                ip_addresses: &[],
+                usage: Usage::Server,
+                validity: LEAF_VALIDITY,
+            },
+        )?;
+        let client_ca = client_ca(ctx).await?;
+        let secret = objects::tls_secret(
+            owner,
+            &name,
+            &leaf.cert_pem,
+            &leaf.key_pem,
+            &ca.cert_pem,
+            &client_ca,
+        );
+        secrets
+            .patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&secret),
+            )
+            .await?;
+        log::info!(
+            "{}/{}: exporter certificate issued",
+            owner.namespace,
+            owner.name
+        );
+    }
+
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    if services.get_metadata_opt(&name).await?.is_none() {
+        kubeio::create_opt(&services, &objects::service(owner, &name)).await?;
+    }
+
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+    let lease = match leases.get_opt(&name).await? {
+        Some(l) => l,
+        None => {
+            let l = objects::lease(owner, &name, Timestamp::now());
+            kubeio::create_opt(&leases, &l).await?;
+            l
+        }
+    };
+    let last_access = lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.renew_time.as_ref())
+        .map(|t| t.0);
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut created = false;
+    let (ready, problem) = match pods.get_opt(&name).await? {
+        None => {
+            let pod = objects::exporter_pod(owner, &name, pvc, mode, &ctx.settings);
+            kubeio::create_opt(&pods, &pod).await?;
+            created = true;
+            (false, None)
+        }
+        Some(p) => {
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+            if p.metadata.deletion_timestamp.is_none()
+                && matches!(phase, Some("Failed") | Some("Succeeded"))
+            {
+                // restartPolicy Always makes this rare (eviction, node loss): start a new one.
+                kubeio::delete_opt(&pods, &name).await?;
+            }
+            (pod_ready(&p), pod_problem(&p))
+        }
+    };
+
+    let ingresses: Api<Ingress> = Api::namespaced(client, ns);
+    match objects::ingress(owner, &name, &ctx.settings).filter(|_| publish) {
+        Some(desired) => {
+            let current = ingresses.get_opt(&name).await?;
+            let drift = current.as_ref().is_none_or(|c| {
+                c.spec != desired.spec
+                    || desired
+                        .annotations()
+                        .iter()
+                        .any(|(k, v)| c.annotations().get(k) != Some(v))
+            });
+            if drift {
+                ingresses
+                    .patch(
+                        &name,
+                        &PatchParams::apply(MANAGER).force(),
+                        &Patch::Apply(&desired),
+                    )
+                    .await?;
+            }
+        }
+        None => {
+            if ingresses.get_metadata_opt(&name).await?.is_some() {
+                kubeio::delete_opt(&ingresses, &name).await?;
+            }
+        }
+    }
+
+    Ok(State {
+        pod_ready: ready,
+        pod_problem: problem,
+        last_access,
+        ca_b64: base64::engine::general_purpose::STANDARD.encode(ca.cert_pem.as_bytes()),
+        created,
+    })
+}
+
+/// Whether any exporter object of this export still exists.
+pub async fn any_exists(ctx: &Context, uid: &str) -> Result<bool> {
+    let c = ctx.client.clone();
+    let ns = names::MODULE_NAMESPACE;
+    let name = objects::object_name(uid);
+    Ok(
+        kubeio::exists(&Api::<Pod>::namespaced(c.clone(), ns), &name).await?
+            || kubeio::exists(&Api::<Service>::namespaced(c.clone(), ns), &name).await?
+            || kubeio::exists(&Api::<Secret>::namespaced(c.clone(), ns), &name).await?
+            || kubeio::exists(&Api::<Lease>::namespaced(c.clone(), ns), &name).await?
+            || kubeio::exists(&Api::<Ingress>::namespaced(c, ns), &name).await?,
+    )
+}
+
+/// Deletes every exporter object of this export (missing ones are fine).
+pub async fn delete_all(ctx: &Context, uid: &str) -> Result<()> {
+    let c = ctx.client.clone();
+    let ns = names::MODULE_NAMESPACE;
+    let name = objects::object_name(uid);
+    kubeio::delete_opt(&Api::<Ingress>::namespaced(c.clone(), ns), &name).await?;
+    kubeio::delete_opt(&Api::<Pod>::namespaced(c.clone(), ns), &name).await?;
+    kubeio::delete_opt(&Api::<Service>::namespaced(c.clone(), ns), &name).await?;
+    kubeio::delete_opt(&Api::<Lease>::namespaced(c.clone(), ns), &name).await?;
+    let secrets = Api::<Secret>::namespaced(c, ns);
+    kubeio::delete_opt(&secrets, &name).await?;
+    kubeio::delete_opt(&secrets, &objects::ingress_tls_secret_name(uid)).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn leaf_is_reissued_when_missing_foreign_or_for_other_names() {
+        let ca = svdm_pki::generate_ca("test-ca", Duration::from_secs(86400 * 30)).expect("ca");
+        let dns = objects::service_dns_names("exp-1", "cluster.local");
+        let leaf = svdm_pki::issue(
+            &ca,
+            &LeafSpec {
+                common_name: &dns[2],
+                organizations: &[],
+                dns_names: &dns,
+                ip_addresses: &[],
+                usage: Usage::Server,
+                validity: LEAF_VALIDITY,
+            },
+        )
+        .expect("leaf");
+        let mk = |ca_pem: &str| Secret {
+            data: Some(BTreeMap::from([
+                (
+                    "tls.crt".to_owned(),
+                    ByteString(leaf.cert_pem.clone().into_bytes()),
+                ),
+                (
+                    "tls.key".to_owned(),
+                    ByteString(leaf.key_pem.clone().into_bytes()),
+                ),
+                ("ca.crt".to_owned(), ByteString(ca_pem.as_bytes().to_vec())),
+            ])),
+            ..Default::default()
+        };
+        let now = SystemTime::now();
+        assert!(needs_new_leaf(None, &ca.cert_pem, &dns, now));
+        assert!(!needs_new_leaf(
+            Some(&mk(&ca.cert_pem)),
+            &ca.cert_pem,
+            &dns,
+            now
+        ));
+        assert!(needs_new_leaf(Some(&mk("other")), &ca.cert_pem, &dns, now));
+        let other = objects::service_dns_names("exp-2", "cluster.local");
+        assert!(needs_new_leaf(
+            Some(&mk(&ca.cert_pem)),
+            &ca.cert_pem,
+            &other,
+            now
+        ));
+        let later = now + Duration::from_secs(6 * 86400);
+        assert!(needs_new_leaf(
+            Some(&mk(&ca.cert_pem)),
+            &ca.cert_pem,
+            &dns,
+            later
+        ));
+    }
+}

@@ -1,0 +1,502 @@
+//! The I/O side of the PVC handover: observe the cluster into a [`handover::Observed`], apply one
+//! [`handover::Step`], repeat.
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::VolumeAttachment;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use serde_json::{Value, json};
+use svdm_api::{VolumeMode, names};
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::exporter;
+use crate::handover::{self, ClaimRef, ExportPvc, Intent, Observed, Pv, Step, UserPvc};
+use crate::kubeio;
+use crate::metrics::Transfer;
+use crate::objects::{self, Owner};
+
+/// Where a handover loop came to rest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rest {
+    Blocked {
+        reason: &'static str,
+        message: String,
+    },
+    Inconsistent {
+        pv: Option<String>,
+        message: String,
+    },
+    Serving {
+        pvc: String,
+        volume_mode: VolumeMode,
+    },
+    /// Waiting for the binder or a deletion; look again soon.
+    Waiting,
+    Returned,
+}
+
+/// At most this many steps per reconcile pass; the rest continues on the next pass.
+const MAX_STEPS: usize = 12;
+
+/// Raw objects behind an observation.
+pub struct Raw {
+    pub pv: Option<PersistentVolume>,
+    pub user_pvc: Option<PersistentVolumeClaim>,
+}
+
+fn ann(o: &impl ResourceExt, k: &str) -> Option<String> {
+    o.annotations().get(k).cloned()
+}
+
+fn to_user(p: &PersistentVolumeClaim, uid: &str) -> UserPvc {
+    UserPvc {
+        namespace: p.namespace().unwrap_or_default(),
+        name: p.name_any(),
+        uid: p.uid().unwrap_or_default(),
+        phase: p.status.as_ref().and_then(|s| s.phase.clone()),
+        volume_name: p.spec.as_ref().and_then(|s| s.volume_name.clone()),
+        deleting: p.metadata.deletion_timestamp.is_some(),
+        held_by: ann(p, names::ANN_OWNER_UID),
+        has_finalizer: p
+            .finalizers()
+            .iter()
+            .any(|f| f == names::FINALIZER_PVC_PROTECTION),
+        has_labels: p
+            .labels()
+            .get(names::LABEL_DATAEXPORT_UID)
+            .map(String::as_str)
+            == Some(uid),
+    }
+}
+
+fn to_pv(p: &PersistentVolume) -> Pv {
+    let spec = p.spec.as_ref();
+    Pv {
+        name: p.name_any(),
+        claim_ref: spec.and_then(|s| s.claim_ref.as_ref()).map(|c| ClaimRef {
+            namespace: c.namespace.clone().unwrap_or_default(),
+            name: c.name.clone().unwrap_or_default(),
+            uid: c.uid.clone().unwrap_or_default(),
+        }),
+        reclaim_policy: spec.and_then(|s| s.persistent_volume_reclaim_policy.clone()),
+        owner_uid: ann(p, names::ANN_OWNER_UID),
+        exported_label: p.labels().contains_key(names::LABEL_PV_EXPORTED),
+        inconsistent_label: p.labels().contains_key(names::LABEL_PV_INCONSISTENT),
+        original_reclaim_policy: ann(p, names::ANN_PV_ORIGINAL_RECLAIM_POLICY),
+        original_claim_namespace: ann(p, names::ANN_PV_ORIGINAL_CLAIM_NAMESPACE),
+        original_claim_name: ann(p, names::ANN_PV_ORIGINAL_CLAIM_NAME),
+        original_claim_uid: ann(p, names::ANN_PV_ORIGINAL_CLAIM_UID),
+    }
+}
+
+fn pod_uses_claim(p: &Pod, claim: &str) -> bool {
+    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+    if matches!(phase, Some("Succeeded") | Some("Failed")) {
+        return false;
+    }
+    p.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .any(|v| {
+            v.persistent_volume_claim
+                .as_ref()
+                .is_some_and(|c| c.claim_name == claim)
+        })
+}
+
+/// Reads everything [`handover::next_step`] needs. `user` is the user PVC's namespace and name,
+/// when known.
+pub async fn observe(
+    ctx: &Context,
+    owner: &Owner,
+    user: Option<(&str, &str)>,
+    intent: Intent,
+) -> Result<(Observed, Raw)> {
+    let client = ctx.client.clone();
+    let name = objects::object_name(&owner.uid);
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let mut user_obj = None;
+    if let Some((ns, n)) = user {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+        user_obj = api.get_opt(n).await?;
+    }
+    // Our record on a PV is found by label; otherwise follow the user PVC's volumeName.
+    let lp =
+        ListParams::default().labels(&format!("{}={}", names::LABEL_DATAEXPORT_UID, owner.uid));
+    let mut pv_obj = pvs.list(&lp).await?.items.into_iter().next();
+    if pv_obj.is_none()
+        && let Some(vn) = user_obj
+            .as_ref()
+            .and_then(|p| p.spec.as_ref())
+            .and_then(|s| s.volume_name.clone())
+            .filter(|v| !v.is_empty())
+    {
+        pv_obj = pvs.get_opt(&vn).await?;
+    }
+    let export_api: Api<PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), names::MODULE_NAMESPACE);
+    let export_pvc = export_api.get_opt(&name).await?.map(|p| ExportPvc {
+        namespace: names::MODULE_NAMESPACE.to_owned(),
+        name: p.name_any(),
+        uid: p.uid().unwrap_or_default(),
+        phase: p.status.as_ref().and_then(|s| s.phase.clone()),
+        deleting: p.metadata.deletion_timestamp.is_some(),
+    });
+    let user_pvc = user_obj.as_ref().map(|p| to_user(p, &owner.uid));
+    let pv = pv_obj.as_ref().map(to_pv);
+
+    // Costly checks only where the decision needs them: before the handover starts.
+    let mut pods_using = Vec::new();
+    let mut attached = Vec::new();
+    let mut limit_reached = false;
+    let starting = intent == Intent::Export
+        && user_pvc.as_ref().is_some_and(|u| u.held_by.is_none())
+        && !pv
+            .as_ref()
+            .is_some_and(|p| p.owner_uid.as_deref() == Some(owner.uid.as_str()));
+    if starting && let Some(u) = &user_pvc {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &u.namespace);
+        pods_using = pods
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|p| pod_uses_claim(p, &u.name))
+            .map(|p| p.name_any())
+            .collect();
+        pods_using.sort();
+        if let Some(pv) = &pv {
+            let vas: Api<VolumeAttachment> = Api::all(client.clone());
+            attached = vas
+                .list(&ListParams::default())
+                .await?
+                .items
+                .iter()
+                .filter(|va| {
+                    va.spec.source.persistent_volume_name.as_deref() == Some(pv.name.as_str())
+                        && va.status.as_ref().is_some_and(|s| s.attached)
+                })
+                .map(|va| va.name_any())
+                .collect();
+        }
+        if ctx.settings.max_concurrent_exports > 0 {
+            let running = export_api
+                .list_metadata(
+                    &ListParams::default().labels(&format!("{}=true", names::LABEL_MANAGED)),
+                )
+                .await?
+                .items
+                .len();
+            limit_reached = running >= ctx.settings.max_concurrent_exports as usize;
+        }
+    }
+    let exporter_objects_exist = exporter::any_exists(ctx, &owner.uid).await?;
+    Ok((
+        Observed {
+            intent,
+            uid: owner.uid.clone(),
+            export_pvc_namespace: names::MODULE_NAMESPACE.to_owned(),
+            export_pvc_name: name,
+            user_pvc,
+            pv,
+            export_pvc,
+            exporter_objects_exist,
+            pods_using,
+            attached,
+            limit_reached,
+        },
+        Raw {
+            pv: pv_obj,
+            user_pvc: user_obj,
+        },
+    ))
+}
+
+fn claim_json(c: &ClaimRef) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "namespace": c.namespace,
+        "name": c.name,
+        "uid": c.uid,
+        "resourceVersion": null,
+        "fieldPath": null,
+    })
+}
+
+fn pv_rv(raw: &Raw) -> Result<(String, Option<String>)> {
+    let pv = raw
+        .pv
+        .as_ref()
+        .ok_or_else(|| Error::InvalidObject("PV vanished between observe and apply".into()))?;
+    Ok((pv.name_any(), pv.resource_version()))
+}
+
+/// Applies one step. Every write carries the observed resourceVersion where a stale view could
+/// do harm, so a concurrent change makes it fail and the next pass decides again.
+pub async fn apply(
+    ctx: &Context,
+    owner: &Owner,
+    obs: &Observed,
+    raw: &Raw,
+    step: &Step,
+) -> Result<()> {
+    let client = ctx.client.clone();
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let name = objects::object_name(&owner.uid);
+    match step {
+        Step::ProtectUserPvc => {
+            let u = raw
+                .user_pvc
+                .as_ref()
+                .ok_or_else(|| Error::InvalidObject("user PVC vanished".into()))?;
+            let mut fins = u.finalizers().to_vec();
+            if !fins.iter().any(|f| f == names::FINALIZER_PVC_PROTECTION) {
+                fins.push(names::FINALIZER_PVC_PROTECTION.to_owned());
+            }
+            let api: Api<PersistentVolumeClaim> =
+                Api::namespaced(client, &u.namespace().unwrap_or_default());
+            kubeio::merge(
+                &api,
+                &u.name_any(),
+                &json!({"metadata": {
+                    "resourceVersion": u.resource_version(),
+                    "finalizers": fins,
+                    "annotations": objects::owner_annotations(owner),
+                    "labels": objects::labels(&owner.uid),
+                }}),
+            )
+            .await?;
+        }
+        Step::RecordPv {
+            original_reclaim_policy,
+            original_claim,
+        } => {
+            let (pv, rv) = pv_rv(raw)?;
+            let mut annotations = objects::owner_annotations(owner);
+            annotations.insert(
+                names::ANN_PV_ORIGINAL_RECLAIM_POLICY.to_owned(),
+                original_reclaim_policy.clone(),
+            );
+            annotations.insert(
+                names::ANN_PV_ORIGINAL_CLAIM_NAMESPACE.to_owned(),
+                original_claim.namespace.clone(),
+            );
+            annotations.insert(
+                names::ANN_PV_ORIGINAL_CLAIM_NAME.to_owned(),
+                original_claim.name.clone(),
+            );
+            annotations.insert(
+                names::ANN_PV_ORIGINAL_CLAIM_UID.to_owned(),
+                original_claim.uid.clone(),
+            );
+            // Record and Retain in one write: Retain is in force before any claimRef change.
+            kubeio::merge(
+                &pvs,
+                &pv,
+                &json!({
+                    "metadata": {
+                        "resourceVersion": rv,
+                        "annotations": annotations,
+                        "labels": {
+                            names::LABEL_PV_EXPORTED: "true",
+                            names::LABEL_DATAEXPORT_UID: owner.uid,
+                        },
+                    },
+                    "spec": {"persistentVolumeReclaimPolicy": "Retain"},
+                }),
+            )
+            .await?;
+        }
+        Step::EnsureRetain => {
+            let (pv, rv) = pv_rv(raw)?;
+            kubeio::merge(
+                &pvs,
+                &pv,
+                &json!({"metadata": {"resourceVersion": rv}, "spec": {"persistentVolumeReclaimPolicy": "Retain"}}),
+            )
+            .await?;
+        }
+        Step::CreateExportPvc => {
+            let pv = raw
+                .pv
+                .as_ref()
+                .ok_or_else(|| Error::InvalidObject("PV vanished".into()))?;
+            let spec = pv.spec.as_ref();
+            let mode = VolumeMode::from_k8s(spec.and_then(|s| s.volume_mode.as_deref()))
+                .unwrap_or(VolumeMode::Filesystem);
+            let size = spec
+                .and_then(|s| s.capacity.as_ref())
+                .and_then(|c| c.get("storage"))
+                .cloned();
+            let class = spec.and_then(|s| s.storage_class_name.clone());
+            let pvc = objects::export_pvc(owner, &name, &pv.name_any(), mode, class, size);
+            let api: Api<PersistentVolumeClaim> = Api::namespaced(client, names::MODULE_NAMESPACE);
+            kubeio::create_opt(&api, &pvc).await?;
+        }
+        Step::BindPvToExportPvc { claim } | Step::RebindPvToUser { claim } => {
+            let (pv, rv) = pv_rv(raw)?;
+            kubeio::merge(
+                &pvs,
+                &pv,
+                &json!({"metadata": {"resourceVersion": rv}, "spec": {"claimRef": claim_json(claim)}}),
+            )
+            .await?;
+        }
+        Step::DeleteExporterObjects => exporter::delete_all(ctx, &owner.uid).await?,
+        Step::DeleteExportPvc => {
+            let api: Api<PersistentVolumeClaim> = Api::namespaced(client, names::MODULE_NAMESPACE);
+            kubeio::delete_opt(&api, &obs.export_pvc_name).await?;
+        }
+        Step::RestoreReclaimPolicy { policy } => {
+            let (pv, rv) = pv_rv(raw)?;
+            kubeio::merge(
+                &pvs,
+                &pv,
+                &json!({"metadata": {"resourceVersion": rv}, "spec": {"persistentVolumeReclaimPolicy": policy}}),
+            )
+            .await?;
+        }
+        Step::UnprotectUserPvc => {
+            let u = raw
+                .user_pvc
+                .as_ref()
+                .ok_or_else(|| Error::InvalidObject("user PVC vanished".into()))?;
+            let fins: Vec<String> = u
+                .finalizers()
+                .iter()
+                .filter(|f| *f != names::FINALIZER_PVC_PROTECTION)
+                .cloned()
+                .collect();
+            let api: Api<PersistentVolumeClaim> =
+                Api::namespaced(client, &u.namespace().unwrap_or_default());
+            kubeio::merge(
+                &api,
+                &u.name_any(),
+                &json!({"metadata": {
+                    "resourceVersion": u.resource_version(),
+                    "finalizers": fins,
+                    "annotations": {
+                        names::ANN_OWNER_NAMESPACE: null,
+                        names::ANN_OWNER_NAME: null,
+                        names::ANN_OWNER_UID: null,
+                    },
+                    "labels": {
+                        names::LABEL_MANAGED: null,
+                        names::LABEL_DATAEXPORT_UID: null,
+                    },
+                }}),
+            )
+            .await?;
+        }
+        Step::ClearPvRecord => {
+            let (pv, rv) = pv_rv(raw)?;
+            // One write: the tracking label goes with (never before) the record.
+            kubeio::merge(
+                &pvs,
+                &pv,
+                &json!({"metadata": {
+                    "resourceVersion": rv,
+                    "annotations": {
+                        names::ANN_OWNER_NAMESPACE: null,
+                        names::ANN_OWNER_NAME: null,
+                        names::ANN_OWNER_UID: null,
+                        names::ANN_PV_ORIGINAL_RECLAIM_POLICY: null,
+                        names::ANN_PV_ORIGINAL_CLAIM_NAMESPACE: null,
+                        names::ANN_PV_ORIGINAL_CLAIM_NAME: null,
+                        names::ANN_PV_ORIGINAL_CLAIM_UID: null,
+                    },
+                    "labels": {
+                        names::LABEL_DATAEXPORT_UID: null,
+                        names::LABEL_PV_EXPORTED: null,
+                    },
+                }}),
+            )
+            .await?;
+        }
+        Step::Blocked { .. }
+        | Step::Serve
+        | Step::WaitExportPvcGone
+        | Step::WaitUserPvcBound
+        | Step::Returned
+        | Step::Inconsistent { .. } => {}
+    }
+    Ok(())
+}
+
+/// Labels a PV whose record is inconsistent (never changing anything else on it).
+pub async fn mark_inconsistent(ctx: &Context, pv: &str) -> Result<()> {
+    let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    kubeio::merge(
+        &pvs,
+        pv,
+        &json!({"metadata": {"labels": {names::LABEL_PV_INCONSISTENT: "true"}}}),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Runs the handover (or return) until it rests, one observed step at a time.
+pub async fn drive(
+    ctx: &Context,
+    owner: &Owner,
+    user: Option<(&str, &str)>,
+    intent: Intent,
+) -> Result<Rest> {
+    for _ in 0..MAX_STEPS {
+        let (obs, raw) = observe(ctx, owner, user, intent).await?;
+        // After the record is gone, the user PVC is found through the PV no longer: keep the
+        // coordinates the PV recorded.
+        let step = handover::next_step(&obs);
+        log::debug!("{}/{}: step {}", owner.namespace, owner.name, step.name());
+        match step {
+            Step::Blocked { reason, message } => return Ok(Rest::Blocked { reason, message }),
+            Step::Inconsistent { message } => {
+                let pv = obs.pv.as_ref().map(|p| p.name.clone());
+                return Ok(Rest::Inconsistent { pv, message });
+            }
+            Step::Serve => {
+                ctx.metrics.transfer_done(&owner.uid, Transfer::Handover);
+                let mode = raw
+                    .pv
+                    .as_ref()
+                    .and_then(|p| p.spec.as_ref())
+                    .and_then(|s| VolumeMode::from_k8s(s.volume_mode.as_deref()))
+                    .unwrap_or(VolumeMode::Filesystem);
+                return Ok(Rest::Serving {
+                    pvc: obs.export_pvc_name,
+                    volume_mode: mode,
+                });
+            }
+            Step::WaitExportPvcGone | Step::WaitUserPvcBound => return Ok(Rest::Waiting),
+            Step::Returned => {
+                ctx.metrics.transfer_done(&owner.uid, Transfer::Return);
+                return Ok(Rest::Returned);
+            }
+            step => {
+                let transfer = match step {
+                    Step::ProtectUserPvc
+                    | Step::RecordPv { .. }
+                    | Step::CreateExportPvc
+                    | Step::BindPvToExportPvc { .. } => Transfer::Handover,
+                    _ => Transfer::Return,
+                };
+                ctx.metrics.transfer_step(&owner.uid, transfer);
+                apply(ctx, owner, &obs, &raw, &step).await?;
+                log::info!("{}/{}: {} done", owner.namespace, owner.name, step.name());
+                ctx.fault_point(step.name());
+            }
+        }
+    }
+    Ok(Rest::Waiting)
+}
+
+/// The user PVC a PV's record names, if complete.
+pub fn recorded_user(pv: &PersistentVolume) -> Option<(String, String)> {
+    let a = pv.annotations();
+    Some((
+        a.get(names::ANN_PV_ORIGINAL_CLAIM_NAMESPACE)?.clone(),
+        a.get(names::ANN_PV_ORIGINAL_CLAIM_NAME)?.clone(),
+    ))
+}

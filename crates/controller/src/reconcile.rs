@@ -1,0 +1,495 @@
+//! The DataExport reconciler: decides intent (export, return, expire, delete), drives the
+//! handover or snapshot flow one step at a time, runs the exporter and writes the status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use svdm_api::conditions::reason;
+use svdm_api::{DataExport, DataExportStatus, Phase, TargetKind, names};
+
+use crate::context::{Context, MANAGER};
+use crate::error::{Error, Result, is_not_found};
+use crate::exporter;
+use crate::handover::Intent;
+use crate::kubeio;
+use crate::objects::{self, Owner};
+use crate::pvc_io::{self, Rest};
+use crate::snapshot_io::{self, SnapRest};
+use crate::status::{self, Facts, Outcome};
+
+/// Longest time between two passes over a healthy export (lease mirroring, cert renewal).
+const RESYNC: Duration = Duration::from_secs(60);
+/// Retry interval while a precondition fails.
+const BLOCKED_RETRY: Duration = Duration::from_secs(10);
+/// Poll interval while waiting for the binder or a deletion.
+const WAIT_RETRY: Duration = Duration::from_secs(2);
+/// Retry interval for an inconsistent PV (a human must act).
+const INCONSISTENT_RETRY: Duration = Duration::from_secs(120);
+
+pub async fn reconcile(
+    obj: Arc<DeserializeGuard<DataExport>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    ctx.metrics.reconciled();
+    match &obj.0 {
+        Ok(de) => reconcile_export(de, &ctx).await,
+        Err(e) => {
+            log::warn!("skipping a DataExport that does not deserialize: {e}");
+            Ok(Action::await_change())
+        }
+    }
+}
+
+pub fn error_policy(
+    _obj: Arc<DeserializeGuard<DataExport>>,
+    err: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    ctx.metrics.error(err.category());
+    log::warn!("reconcile failed ({}): {err}", err.category());
+    let delay = if err.category() == "Conflict" {
+        Duration::from_millis(500)
+    } else {
+        Duration::from_secs(5)
+    };
+    Action::requeue(delay)
+}
+
+fn owner_of(de: &DataExport) -> Result<Owner> {
+    Ok(Owner {
+        namespace: de
+            .namespace()
+            .ok_or_else(|| Error::InvalidObject("DataExport without namespace".into()))?,
+        name: de.name_any(),
+        uid: de
+            .uid()
+            .ok_or_else(|| Error::InvalidObject("DataExport without uid".into()))?,
+    })
+}
+
+fn has_finalizer(de: &DataExport) -> bool {
+    de.finalizers()
+        .iter()
+        .any(|f| f == names::FINALIZER_DATAEXPORT)
+}
+
+async fn set_finalizer(api: &Api<DataExport>, de: &DataExport, present: bool) -> Result<()> {
+    let mut fins: Vec<String> = de
+        .finalizers()
+        .iter()
+        .filter(|f| *f != names::FINALIZER_DATAEXPORT)
+        .cloned()
+        .collect();
+    if present {
+        fins.push(names::FINALIZER_DATAEXPORT.to_owned());
+    }
+    let patch = json!({"metadata": {"resourceVersion": de.resource_version(), "finalizers": fins}});
+    match kubeio::merge(api, &de.name_any(), &patch).await {
+        Ok(_) => Ok(()),
+        Err(Error::Kube(e)) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the status (status subresource, server-side apply) when it changed, and publishes an
+/// Event when the phase or the Ready reason changed.
+async fn write_status(
+    ctx: &Context,
+    api: &Api<DataExport>,
+    de: &DataExport,
+    outcome: &Outcome,
+    facts: &Facts,
+) -> Result<()> {
+    let prev = de.status.as_ref();
+    let next = status::compute(prev, outcome, facts, Timestamp::now());
+    if prev == Some(&next) {
+        return Ok(());
+    }
+    let patch = json!({
+        "apiVersion": format!("{}/{}", names::GROUP, names::VERSION),
+        "kind": names::KIND,
+        "status": next,
+    });
+    match api
+        .patch_status(
+            &de.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    if let Some(uid) = de.uid() {
+        ctx.metrics.set_phase(&uid, next.phase);
+    }
+    if let Some((warning, reason, note)) = status::transition(prev, &next) {
+        ctx.event(de, warning, &reason, &note).await;
+    }
+    Ok(())
+}
+
+/// Facts kept from the previous status when nothing new is known (e.g. during a return).
+fn carried_facts(de: &DataExport) -> Facts {
+    let st = de.status.clone().unwrap_or_default();
+    Facts {
+        generation: de.meta().generation,
+        url: None,
+        ca: st.ca,
+        public_url: None,
+        volume_mode: st.volume_mode,
+        access: st.access_timestamp.map(|t| t.0),
+        expiration: st.expiration_timestamp.map(|t| t.0),
+        effective_ttl: st
+            .effective_ttl
+            .as_deref()
+            .and_then(|t| svdm_api::ttl::parse(t).ok()),
+    }
+}
+
+/// Gives back everything an export holds. `user_pvc` / `source_vs` are the target coordinates
+/// when known. Returns the rest state of the return.
+pub async fn return_all(
+    ctx: &Context,
+    owner: &Owner,
+    user_pvc: Option<(&str, &str)>,
+    source_vs: Option<(&str, &str)>,
+) -> Result<Rest> {
+    // Snapshot source first recorded on our copies (orphans have no DataExport to tell).
+    let recorded;
+    let source_vs = match source_vs {
+        Some(s) => Some(s),
+        None => {
+            recorded = snapshot_io::recorded_source(ctx, &owner.uid).await?;
+            recorded.as_ref().map(|(a, b)| (a.as_str(), b.as_str()))
+        }
+    };
+    match pvc_io::drive(ctx, owner, user_pvc, Intent::Return).await? {
+        Rest::Returned => {}
+        other => return Ok(other),
+    }
+    match snapshot_io::drive(ctx, owner, source_vs, true).await? {
+        SnapRest::Rest(r) => Ok(r),
+        SnapRest::Failed { message, .. } => Err(Error::InvalidObject(message)),
+    }
+}
+
+fn targets(de: &DataExport) -> (Option<(&str, &str)>, Option<(&str, &str)>) {
+    let ns = de.metadata.namespace.as_deref().unwrap_or_default();
+    let name = de.spec.target_ref.name.as_str();
+    match de.spec.target_ref.kind {
+        TargetKind::PersistentVolumeClaim => (Some((ns, name)), None),
+        TargetKind::VolumeSnapshot => (None, Some((ns, name))),
+    }
+}
+
+/// Handles a rest state of a return; `Some(action)` when the return is not finished.
+async fn after_return(ctx: &Context, de: &DataExport, rest: Rest) -> Result<Option<Action>> {
+    match rest {
+        Rest::Returned => Ok(None),
+        Rest::Inconsistent { pv, message } => {
+            report_inconsistent(ctx, de, pv.as_deref(), &message).await?;
+            Ok(Some(Action::requeue(INCONSISTENT_RETRY)))
+        }
+        _ => Ok(Some(Action::requeue(WAIT_RETRY))),
+    }
+}
+
+async fn report_inconsistent(
+    ctx: &Context,
+    de: &DataExport,
+    pv: Option<&str>,
+    message: &str,
+) -> Result<()> {
+    log::error!(
+        "{}/{}: inconsistent PV state: {message}",
+        de.namespace().unwrap_or_default(),
+        de.name_any()
+    );
+    if let Some(pv) = pv {
+        let already = ctx.metrics.is_inconsistent(pv);
+        pvc_io::mark_inconsistent(ctx, pv).await?;
+        ctx.metrics.set_inconsistent(pv, true);
+        if !already {
+            ctx.event(de, true, "PVInconsistent", message).await;
+        }
+    }
+    Ok(())
+}
+
+async fn reconcile_export(de: &DataExport, ctx: &Context) -> Result<Action> {
+    let owner = owner_of(de)?;
+    let api: Api<DataExport> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let (user_pvc, source_vs) = targets(de);
+    let phase = de.status.as_ref().and_then(|s| s.phase);
+
+    // Deleted: give everything back, then let the object go.
+    if de.meta().deletion_timestamp.is_some() {
+        if !has_finalizer(de) {
+            ctx.metrics.set_phase(&owner.uid, None);
+            return Ok(Action::await_change());
+        }
+        if phase != Some(Phase::Terminating) {
+            write_status(ctx, &api, de, &Outcome::Terminating, &carried_facts(de)).await?;
+        }
+        let rest = return_all(ctx, &owner, user_pvc, source_vs).await?;
+        if let Some(action) = after_return(ctx, de, rest).await? {
+            return Ok(action);
+        }
+        set_finalizer(&api, de, false).await?;
+        ctx.metrics.set_phase(&owner.uid, None);
+        log::info!(
+            "{}/{}: deleted, everything returned",
+            owner.namespace,
+            owner.name
+        );
+        return Ok(Action::await_change());
+    }
+
+    // Expired or failed for good: return, drop the finalizer, and (expired) delete after retention.
+    if matches!(phase, Some(Phase::Expired))
+        || (phase == Some(Phase::Failed)
+            && de.status.as_ref().and_then(|s| s.observed_generation) == de.meta().generation)
+    {
+        let rest = return_all(ctx, &owner, user_pvc, source_vs).await?;
+        if let Some(action) = after_return(ctx, de, rest).await? {
+            return Ok(action);
+        }
+        if has_finalizer(de) {
+            set_finalizer(&api, de, false).await?;
+        }
+        if let Some(uid) = de.uid() {
+            ctx.metrics.set_phase(&uid, phase);
+        }
+        if let Some(at) = status::delete_at(de.status.as_ref(), ctx.settings.expired_retention) {
+            let now = Timestamp::now();
+            if now >= at {
+                let dp = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: Some(owner.uid.clone()),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                };
+                match api.delete(&owner.name, &dp).await {
+                    Ok(_) => log::info!(
+                        "{}/{}: expired longer than the retention; deleted",
+                        owner.namespace,
+                        owner.name
+                    ),
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                return Ok(Action::await_change());
+            }
+            return Ok(Action::requeue(
+                status::until(now, at).max(Duration::from_secs(1)),
+            ));
+        }
+        return Ok(Action::await_change());
+    }
+
+    if !has_finalizer(de) {
+        set_finalizer(&api, de, true).await?;
+        return Ok(Action::requeue(Duration::from_millis(100)));
+    }
+
+    let mut facts = carried_facts(de);
+    let ttl = match status::effective_ttl(
+        de.spec.ttl.as_deref(),
+        ctx.settings.default_ttl,
+        ctx.settings.max_ttl,
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            let outcome = Outcome::Failed {
+                reason: reason::VALIDATION_FAILED,
+                message: e.to_string(),
+            };
+            write_status(ctx, &api, de, &outcome, &facts).await?;
+            return Ok(Action::requeue(Duration::from_millis(100)));
+        }
+    };
+    facts.effective_ttl = Some(ttl);
+
+    let rest = match de.spec.target_ref.kind {
+        TargetKind::PersistentVolumeClaim => {
+            let user_deleting = match user_pvc {
+                Some((ns, n)) => {
+                    let a: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+                        Api::namespaced(ctx.client.clone(), ns);
+                    a.get_metadata_opt(n)
+                        .await?
+                        .is_some_and(|p| p.metadata.deletion_timestamp.is_some())
+                }
+                None => false,
+            };
+            if user_deleting {
+                // The user deletes the PVC: end the export and give the PV back so the deletion
+                // can finish.
+                let rest = return_all(ctx, &owner, user_pvc, None).await?;
+                if let Some(action) = after_return(ctx, de, rest).await? {
+                    return Ok(action);
+                }
+                let outcome = Outcome::Failed {
+                    reason: reason::TARGET_NOT_FOUND,
+                    message: "the PVC was deleted during the export; its volume was returned"
+                        .into(),
+                };
+                write_status(ctx, &api, de, &outcome, &facts).await?;
+                return Ok(Action::requeue(Duration::from_millis(100)));
+            }
+            pvc_io::drive(ctx, &owner, user_pvc, Intent::Export).await?
+        }
+        TargetKind::VolumeSnapshot => {
+            match snapshot_io::drive(ctx, &owner, source_vs, false).await? {
+                SnapRest::Rest(r) => r,
+                SnapRest::Failed { reason, message } => {
+                    let outcome = Outcome::Failed { reason, message };
+                    write_status(ctx, &api, de, &outcome, &facts).await?;
+                    return Ok(Action::requeue(Duration::from_millis(100)));
+                }
+            }
+        }
+    };
+
+    match rest {
+        Rest::Blocked { reason, message } => {
+            let retry = if reason == svdm_api::conditions::reason::LIMIT_REACHED {
+                Duration::from_secs(15)
+            } else {
+                BLOCKED_RETRY
+            };
+            write_status(ctx, &api, de, &Outcome::Pending { reason, message }, &facts).await?;
+            Ok(Action::requeue(retry))
+        }
+        Rest::Inconsistent { pv, message } => {
+            report_inconsistent(ctx, de, pv.as_deref(), &message).await?;
+            let outcome = Outcome::Pending {
+                reason: reason::PV_CONFLICT,
+                message: format!(
+                    "{message}; the PV was labelled {} for an administrator",
+                    names::LABEL_PV_INCONSISTENT
+                ),
+            };
+            write_status(ctx, &api, de, &outcome, &facts).await?;
+            Ok(Action::requeue(INCONSISTENT_RETRY))
+        }
+        Rest::Waiting => {
+            let outcome = Outcome::Pending {
+                reason: reason::PENDING,
+                message: "the volume is being handed over to the exporter".into(),
+            };
+            write_status(ctx, &api, de, &outcome, &facts).await?;
+            Ok(Action::requeue(WAIT_RETRY))
+        }
+        Rest::Returned => {
+            // Only reachable when a flow returned under an export intent; start again.
+            Ok(Action::requeue(Duration::from_millis(100)))
+        }
+        Rest::Serving { pvc, volume_mode } => {
+            serve(ctx, &api, de, &owner, &pvc, volume_mode, ttl, facts).await
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    ctx: &Context,
+    api: &Api<DataExport>,
+    de: &DataExport,
+    owner: &Owner,
+    pvc: &str,
+    mode: svdm_api::VolumeMode,
+    ttl: Duration,
+    mut facts: Facts,
+) -> Result<Action> {
+    let state = exporter::ensure(ctx, owner, pvc, mode, de.spec.publish).await?;
+    if state.created {
+        ctx.fault_point("serve");
+    }
+    let name = objects::object_name(&owner.uid);
+    facts.url = Some(objects::in_cluster_url(&name));
+    facts.ca = Some(state.ca_b64.clone());
+    facts.volume_mode = Some(mode);
+    let publish_note = match (&ctx.settings.publish_host, de.spec.publish) {
+        (Some(host), true) => {
+            facts.public_url = Some(objects::public_url(host, &owner.namespace, &owner.name));
+            ""
+        }
+        (None, true) => {
+            "; publish is requested but publishing is not configured in the module settings"
+        }
+        _ => "",
+    };
+    let now = Timestamp::now();
+    let prev = de.status.as_ref();
+    let was_ready = prev.is_some_and(|s| s.phase == Some(Phase::Ready));
+
+    if !state.pod_ready {
+        let outcome = match state.pod_problem {
+            Some(p) => Outcome::Pending {
+                reason: reason::EXPORTER_FAILED,
+                message: p,
+            },
+            None => Outcome::Pending {
+                reason: reason::PENDING,
+                message: "waiting for the exporter pod to become ready".into(),
+            },
+        };
+        // The idle clock does not run while nothing serves.
+        facts.access = None;
+        facts.expiration = None;
+        write_status(ctx, api, de, &outcome, &facts).await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+
+    // The ttl counts from the last access, but never from before the export became ready.
+    let ready_since = prev
+        .filter(|_| was_ready)
+        .and_then(|s| svdm_api::conditions::find(&s.conditions, svdm_api::conditions::READY))
+        .map(|c| c.last_transition_time.0)
+        .unwrap_or(now);
+    let last = state
+        .last_access
+        .map_or(ready_since, |a| a.max(ready_since));
+    let expires = status::expires_at(last, ttl);
+    facts.access = state.last_access;
+    facts.expiration = Some(expires);
+
+    if was_ready && now >= expires {
+        log::info!(
+            "{}/{}: idle since {last}, ttl {}: expired",
+            owner.namespace,
+            owner.name,
+            svdm_api::ttl::format(ttl)
+        );
+        write_status(ctx, api, de, &Outcome::Expired, &facts).await?;
+        return Ok(Action::requeue(Duration::from_millis(100)));
+    }
+    let outcome = Outcome::Ready {
+        message: format!("the exporter is serving the data{publish_note}"),
+    };
+    write_status(ctx, api, de, &outcome, &facts).await?;
+    let next = if was_ready {
+        status::until(now, expires)
+    } else {
+        ttl
+    };
+    Ok(Action::requeue(
+        next.min(RESYNC).max(Duration::from_millis(500)),
+    ))
+}
+
+/// Current status phase helper for tests and orphans.
+pub fn phase_of(st: Option<&DataExportStatus>) -> Option<Phase> {
+    st.and_then(|s| s.phase)
+}

@@ -1,0 +1,374 @@
+//! VolumeSnapshot targets (DESIGN §3.2) as a pure state machine: the user's snapshot is copied as
+//! a pre-provisioned content bound to a VolumeSnapshot in the module namespace, restored into a
+//! PVC that belongs to the module, and that PVC is exported directly (no handover).
+
+use svdm_api::VolumeMode;
+use svdm_api::conditions::reason;
+
+/// What is needed from the user's VolumeSnapshot and its bound content.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Source {
+    pub ready_to_use: bool,
+    pub bound_content: Option<String>,
+    /// `status.restoreSize` of the snapshot (a quantity), or the content's size in bytes.
+    pub restore_size: Option<String>,
+    pub driver: Option<String>,
+    pub snapshot_handle: Option<String>,
+    pub source_volume_mode: Option<String>,
+    pub snapshot_class: Option<String>,
+    /// StorageClass of the PVC the snapshot was taken from, if that PVC still exists.
+    pub source_pvc_class: Option<String>,
+    pub has_our_finalizer: bool,
+    pub deleting: bool,
+}
+
+/// Observation of one snapshot export.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub returning: bool,
+    /// The user's VolumeSnapshot (None: not found).
+    pub source: Option<Source>,
+    /// Content resolved to the bound content exists (Some(false) = name known but not found).
+    pub source_content_found: bool,
+    pub content_copy: bool,
+    pub snapshot_copy: bool,
+    /// Restored PVC: None absent, Some(phase).
+    pub restored_pvc: Option<String>,
+    pub restored_pvc_deleting: bool,
+    /// `spec.volumeMode` of the restored PVC.
+    pub restored_pvc_mode: Option<VolumeMode>,
+    pub exporter_objects_exist: bool,
+    /// Another of our restores from the same snapshot has not finished.
+    pub other_restore_pending: bool,
+    /// `--snapshot-storage-class`.
+    pub fallback_class: Option<String>,
+}
+
+/// The next thing to do for a snapshot export.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    Blocked {
+        reason: &'static str,
+        message: String,
+    },
+    /// Permanent until the DataExport or the settings change.
+    Failed {
+        reason: &'static str,
+        message: String,
+    },
+    ProtectSource,
+    CreateContentCopy,
+    CreateSnapshotCopy,
+    CreateRestoredPvc {
+        storage_class: String,
+        size: String,
+        volume_mode: VolumeMode,
+    },
+    UnprotectSource,
+    Serve {
+        volume_mode: VolumeMode,
+    },
+    DeleteExporterObjects,
+    DeleteRestoredPvc,
+    DeleteSnapshotCopy,
+    DeleteContentCopy,
+    Wait,
+    Returned,
+}
+
+impl Step {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Blocked { .. } => "blocked",
+            Step::Failed { .. } => "failed",
+            Step::ProtectSource => "protect-snapshot",
+            Step::CreateContentCopy => "create-content-copy",
+            Step::CreateSnapshotCopy => "create-snapshot-copy",
+            Step::CreateRestoredPvc { .. } => "create-restored-pvc",
+            Step::UnprotectSource => "unprotect-snapshot",
+            Step::Serve { .. } => "serve",
+            Step::DeleteExporterObjects => "delete-exporter-objects",
+            Step::DeleteRestoredPvc => "delete-restored-pvc",
+            Step::DeleteSnapshotCopy => "delete-snapshot-copy",
+            Step::DeleteContentCopy => "delete-content-copy",
+            Step::Wait => "wait",
+            Step::Returned => "returned",
+        }
+    }
+}
+
+fn volume_mode(src: Option<&Source>) -> VolumeMode {
+    src.and_then(|s| s.source_volume_mode.as_deref())
+        .and_then(|m| VolumeMode::from_k8s(Some(m)))
+        .unwrap_or(VolumeMode::Filesystem)
+}
+
+/// Decides the next step.
+pub fn next_step(o: &Observed) -> Step {
+    if o.returning {
+        return return_step(o);
+    }
+    let src = o.source.as_ref();
+    if let Some(phase) = &o.restored_pvc {
+        if o.restored_pvc_deleting {
+            return return_step(o);
+        }
+        // The restore is done once the PVC is bound; only then may the user's snapshot go.
+        if phase == "Bound" && src.is_some_and(|s| s.has_our_finalizer) && !o.other_restore_pending
+        {
+            return Step::UnprotectSource;
+        }
+        return Step::Serve {
+            volume_mode: o.restored_pvc_mode.unwrap_or_else(|| volume_mode(src)),
+        };
+    }
+    let Some(s) = src else {
+        return Step::Blocked {
+            reason: reason::TARGET_NOT_FOUND,
+            message: "VolumeSnapshot not found; create it or fix spec.targetRef".into(),
+        };
+    };
+    if s.deleting && !s.has_our_finalizer {
+        return Step::Blocked {
+            reason: reason::TARGET_NOT_FOUND,
+            message: "VolumeSnapshot is being deleted".into(),
+        };
+    }
+    if !s.ready_to_use || s.bound_content.is_none() {
+        return Step::Blocked {
+            reason: reason::TARGET_NOT_READY,
+            message: "VolumeSnapshot is not ready to use yet; wait until status.readyToUse is true"
+                .into(),
+        };
+    }
+    if !o.source_content_found || s.driver.is_none() || s.snapshot_handle.is_none() {
+        return Step::Blocked {
+            reason: reason::TARGET_NOT_READY,
+            message: format!(
+                "VolumeSnapshotContent {} is missing or has no snapshot handle yet",
+                s.bound_content.as_deref().unwrap_or_default()
+            ),
+        };
+    }
+    let Some(size) = s.restore_size.clone() else {
+        return Step::Blocked {
+            reason: reason::TARGET_NOT_READY,
+            message: "VolumeSnapshot has no restoreSize yet".into(),
+        };
+    };
+    let Some(class) = s
+        .source_pvc_class
+        .clone()
+        .or_else(|| o.fallback_class.clone())
+    else {
+        return Step::Failed {
+            reason: reason::VALIDATION_FAILED,
+            message: "cannot tell which StorageClass to restore the snapshot into: its source PVC is gone and no snapshot storage class is set in the module settings".into(),
+        };
+    };
+    if !s.has_our_finalizer {
+        return Step::ProtectSource;
+    }
+    if !o.content_copy {
+        return Step::CreateContentCopy;
+    }
+    if !o.snapshot_copy {
+        return Step::CreateSnapshotCopy;
+    }
+    Step::CreateRestoredPvc {
+        storage_class: class,
+        size,
+        volume_mode: volume_mode(src),
+    }
+}
+
+fn return_step(o: &Observed) -> Step {
+    if o.source.as_ref().is_some_and(|s| s.has_our_finalizer) && !o.other_restore_pending {
+        return Step::UnprotectSource;
+    }
+    if o.exporter_objects_exist {
+        return Step::DeleteExporterObjects;
+    }
+    if o.restored_pvc.is_some() {
+        return if o.restored_pvc_deleting {
+            Step::Wait
+        } else {
+            Step::DeleteRestoredPvc
+        };
+    }
+    if o.snapshot_copy {
+        return Step::DeleteSnapshotCopy;
+    }
+    if o.content_copy {
+        return Step::DeleteContentCopy;
+    }
+    Step::Returned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready_source() -> Source {
+        Source {
+            ready_to_use: true,
+            bound_content: Some("snapcontent-1".into()),
+            restore_size: Some("1Gi".into()),
+            driver: Some("local.csi.svdm.dev".into()),
+            snapshot_handle: Some("h-1".into()),
+            source_volume_mode: Some("Block".into()),
+            snapshot_class: Some("svdm-sim".into()),
+            source_pvc_class: Some("svdm-sim".into()),
+            has_our_finalizer: false,
+            deleting: false,
+        }
+    }
+
+    fn observed() -> Observed {
+        Observed {
+            source: Some(ready_source()),
+            source_content_found: true,
+            ..Default::default()
+        }
+    }
+
+    /// Applies steps to a model of the cluster.
+    fn apply(o: &mut Observed, s: &Step) {
+        match s {
+            Step::ProtectSource => o.source.as_mut().expect("s").has_our_finalizer = true,
+            Step::UnprotectSource => o.source.as_mut().expect("s").has_our_finalizer = false,
+            Step::CreateContentCopy => o.content_copy = true,
+            Step::CreateSnapshotCopy => o.snapshot_copy = true,
+            Step::CreateRestoredPvc { .. } => o.restored_pvc = Some("Bound".into()),
+            Step::Serve { .. } => o.exporter_objects_exist = true,
+            Step::DeleteExporterObjects => o.exporter_objects_exist = false,
+            Step::DeleteRestoredPvc => o.restored_pvc = None,
+            Step::DeleteSnapshotCopy => o.snapshot_copy = false,
+            Step::DeleteContentCopy => o.content_copy = false,
+            _ => {}
+        }
+    }
+
+    fn run(o: &mut Observed) -> Vec<&'static str> {
+        let mut names = vec![];
+        for _ in 0..20 {
+            let s = next_step(o);
+            names.push(s.name());
+            if matches!(
+                s,
+                Step::Returned | Step::Blocked { .. } | Step::Failed { .. }
+            ) || (matches!(s, Step::Serve { .. }) && o.exporter_objects_exist)
+            {
+                break;
+            }
+            apply(o, &s);
+        }
+        names
+    }
+
+    #[test]
+    fn restore_protects_then_releases_the_users_snapshot() {
+        let mut o = observed();
+        assert_eq!(
+            run(&mut o),
+            [
+                "protect-snapshot",
+                "create-content-copy",
+                "create-snapshot-copy",
+                "create-restored-pvc",
+                "unprotect-snapshot",
+                "serve",
+                "serve"
+            ]
+        );
+        o.returning = true;
+        assert_eq!(
+            run(&mut o),
+            [
+                "delete-exporter-objects",
+                "delete-restored-pvc",
+                "delete-snapshot-copy",
+                "delete-content-copy",
+                "returned"
+            ]
+        );
+        assert!(!o.source.expect("s").has_our_finalizer);
+    }
+
+    #[test]
+    fn return_from_every_point_leaves_nothing() {
+        for k in 0..7 {
+            let mut o = observed();
+            for _ in 0..k {
+                let s = next_step(&o);
+                apply(&mut o, &s);
+            }
+            o.returning = true;
+            let names = run(&mut o);
+            assert_eq!(names.last(), Some(&"returned"), "{k}: {names:?}");
+            assert!(!o.content_copy && !o.snapshot_copy && o.restored_pvc.is_none());
+            assert!(!o.source.as_ref().expect("s").has_our_finalizer);
+        }
+    }
+
+    #[test]
+    fn volume_mode_size_and_class_come_from_the_source() {
+        let mut o = observed();
+        o.source.as_mut().expect("s").has_our_finalizer = true;
+        o.content_copy = true;
+        o.snapshot_copy = true;
+        assert_eq!(
+            next_step(&o),
+            Step::CreateRestoredPvc {
+                storage_class: "svdm-sim".into(),
+                size: "1Gi".into(),
+                volume_mode: VolumeMode::Block
+            }
+        );
+        o.source.as_mut().expect("s").source_pvc_class = None;
+        o.fallback_class = Some("fallback".into());
+        assert!(
+            matches!(next_step(&o), Step::CreateRestoredPvc { storage_class, .. } if storage_class == "fallback")
+        );
+        o.fallback_class = None;
+        assert!(matches!(next_step(&o), Step::Failed { .. }));
+    }
+
+    #[test]
+    fn not_ready_or_missing_snapshots_block() {
+        let mut o = observed();
+        o.source = None;
+        assert!(
+            matches!(next_step(&o), Step::Blocked { reason: r, .. } if r == reason::TARGET_NOT_FOUND)
+        );
+        let mut o = observed();
+        o.source.as_mut().expect("s").ready_to_use = false;
+        assert!(
+            matches!(next_step(&o), Step::Blocked { reason: r, .. } if r == reason::TARGET_NOT_READY)
+        );
+        let mut o = observed();
+        o.source_content_found = false;
+        assert!(
+            matches!(next_step(&o), Step::Blocked { reason: r, .. } if r == reason::TARGET_NOT_READY)
+        );
+    }
+
+    #[test]
+    fn users_snapshot_deleted_after_restore_does_not_stop_the_export() {
+        let mut o = observed();
+        run(&mut o);
+        o.source = None;
+        assert!(matches!(next_step(&o), Step::Serve { .. }));
+    }
+
+    #[test]
+    fn another_pending_restore_keeps_the_protection() {
+        let mut o = observed();
+        o.source.as_mut().expect("s").has_our_finalizer = true;
+        o.restored_pvc = Some("Bound".into());
+        o.other_restore_pending = true;
+        assert!(matches!(next_step(&o), Step::Serve { .. }));
+        o.returning = true;
+        assert_eq!(next_step(&o), Step::DeleteRestoredPvc);
+    }
+}
