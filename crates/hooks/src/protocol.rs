@@ -122,9 +122,8 @@ pub struct Output {
 impl Output {
     /// Sets a module value (`add` replaces an existing member in JSON Patch).
     pub fn set_value(&mut self, pointer: &str, value: Value) {
-        self.values_patches.push(
-            json!({"op": "add", "path": format!("/{VALUES_KEY}{pointer}"), "value": value}),
-        );
+        self.values_patches
+            .push(json!({"op": "add", "path": format!("/{VALUES_KEY}{pointer}"), "value": value}));
     }
 
     /// Removes a module value; addon-operator applies patches strictly, so only when it exists.

@@ -275,10 +275,8 @@ pub fn decide(input: &Input, now: SystemTime) -> Result<Decision, HookError> {
     let (webhook_ca, webhook) = match reuse {
         Some(r) => r,
         None => {
-            let ca = svdm_pki::generate_ca(
-                &format!("{}-webhook", names::MODULE_NAME),
-                CA_VALIDITY,
-            )?;
+            let ca =
+                svdm_pki::generate_ca(&format!("{}-webhook", names::MODULE_NAME), CA_VALIDITY)?;
             let leaf = svdm_pki::issue(
                 &ca,
                 &LeafSpec {
@@ -307,10 +305,7 @@ pub fn decide(input: &Input, now: SystemTime) -> Result<Decision, HookError> {
     }
     let exporter_ca = match exporter_ca {
         Some(ca) => ca,
-        None => svdm_pki::generate_ca(
-            &format!("{}-exporter", names::MODULE_NAME),
-            CA_VALIDITY,
-        )?,
+        None => svdm_pki::generate_ca(&format!("{}-exporter", names::MODULE_NAME), CA_VALIDITY)?,
     };
     Ok(Decision {
         webhook_ca,
