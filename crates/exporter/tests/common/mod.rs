@@ -57,34 +57,51 @@ pub struct Opts<'a> {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub no_auth: bool,
+    pub export: (String, String),
+    /// Certificate, key and the CA that signed them, when the test manages TLS files itself.
+    pub tls: Option<(PathBuf, PathBuf, String)>,
 }
 
 impl<'a> Opts<'a> {
     pub fn fs(source: &'a Path) -> Self {
-        Opts { mode: "filesystem", source, args: Vec::new(), env: Vec::new(), no_auth: true }
+        Opts {
+            mode: "filesystem",
+            source,
+            args: Vec::new(),
+            env: Vec::new(),
+            no_auth: true,
+            export: ("ns1".into(), "exp1".into()),
+            tls: None,
+        }
     }
     pub fn block(source: &'a Path) -> Self {
-        Opts { mode: "block", source, args: Vec::new(), env: Vec::new(), no_auth: true }
+        Opts { mode: "block", ..Opts::fs(source) }
     }
 }
 
 impl Exporter {
     pub fn start(opts: Opts<'_>) -> Exporter {
         let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let pki = server_pki();
         let tls_dir = tmp.path().to_path_buf();
-        write(&tls_dir.join("tls.crt"), &pki.server.cert_pem);
-        write(&tls_dir.join("tls.key"), &pki.server.key_pem);
+        let (cert, key, ca_pem) = match &opts.tls {
+            Some(t) => t.clone(),
+            None => {
+                let pki = server_pki();
+                write(&tls_dir.join("tls.crt"), &pki.server.cert_pem);
+                write(&tls_dir.join("tls.key"), &pki.server.key_pem);
+                (tls_dir.join("tls.crt"), tls_dir.join("tls.key"), pki.ca.cert_pem)
+            }
+        };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_svdm-exporter"));
         cmd.args(["--mode", opts.mode])
             .arg("--source")
             .arg(opts.source)
             .args(["--address", "127.0.0.1", "--port", "0"])
             .arg("--tls-cert")
-            .arg(tls_dir.join("tls.crt"))
+            .arg(&cert)
             .arg("--tls-key")
-            .arg(tls_dir.join("tls.key"))
-            .args(["--export-namespace", "ns1", "--export-name", "exp1", "--log-level", "info"])
+            .arg(&key)
+            .args(["--export-namespace", &opts.export.0, "--export-name", &opts.export.1, "--log-level", "info"])
             .args(&opts.args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -120,7 +137,7 @@ impl Exporter {
                 panic!("exporter did not start:\n{logs}");
             }
         };
-        Exporter { child, addr, logs, ca_pem: pki.ca.cert_pem, tls_dir, _tmp: tmp }
+        Exporter { child, addr, logs, ca_pem, tls_dir, _tmp: tmp }
     }
 
     pub fn client(&self) -> Client {

@@ -1,0 +1,94 @@
+//! Authentication answers that need no API call, and the API-down path (503, never 500), with the
+//! exporter pointed at a Kubernetes API that does not answer. Decisions made by a real API server are
+//! tested in `auth_cluster.rs`.
+
+mod common;
+
+use std::net::TcpListener;
+
+use common::*;
+
+fn unreachable_kubeconfig(dir: &std::path::Path) -> std::path::PathBuf {
+    // A port that was free a moment ago: connections are refused.
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(1);
+    let kc = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: exporter-token\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n"
+    );
+    let p = dir.join("kubeconfig");
+    write(&p, kc);
+    p
+}
+
+#[test]
+fn challenges_and_api_outage() {
+    let vol = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write(&vol.path().join("f"), "data");
+    let kc = unreachable_kubeconfig(vol.path());
+    let client_pki = server_pki();
+    let client_ca = vol.path().join("client-ca.crt");
+    write(&client_ca, &client_pki.ca.cert_pem);
+    let mut opts = Opts::fs(vol.path());
+    opts.no_auth = false;
+    opts.env.push(("KUBECONFIG".into(), kc.to_string_lossy().into_owned()));
+    opts.args.push("--client-ca".into());
+    opts.args.push(client_ca.to_string_lossy().into_owned());
+    let ex = Exporter::start(opts);
+    let c = ex.client();
+    let challenge = "Bearer realm=\"storage-volume-data-manager\"";
+
+    let r = c.get("/api/v1/files/f");
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some(challenge));
+    let r = c.req("GET", "/api/v1/files/f", &[("Authorization", "Basic dXNlcjpwYXNz")]);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some(challenge));
+    assert!(r.text().contains("Basic authentication is not supported"));
+    let r = c.req("HEAD", "/api/v1/files/f", &[("Authorization", "Bearer")]);
+    assert_eq!(r.status, 401);
+    // Health endpoints need no credentials.
+    assert_eq!(c.get("/healthz").status, 200);
+    assert_eq!(c.get("/readyz").status, 200);
+
+    // API unreachable: 503 with a retry hint, not 500.
+    let r = c.req("GET", "/api/v1/files/f", &[("Authorization", "Bearer some-token-value")]);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.header("retry-after").is_some());
+    assert!(r.text().contains("retry"));
+
+    // A client certificate from an unknown CA does not abort the handshake; it gets a 401 that says why.
+    let stranger = server_pki();
+    let stranger_client = svdm_pki::issue(
+        &stranger.ca,
+        &svdm_pki::LeafSpec {
+            common_name: "mallory",
+            organizations: &["system:masters"],
+            dns_names: &[],
+            ip_addresses: &[],
+            usage: svdm_pki::Usage::Client,
+            validity: DAY,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let c2 = Client::new(&ex.ca_pem, ex.addr, Some(&stranger_client));
+    let r = c2.get("/api/v1/files/f");
+    assert_eq!(r.status, 401);
+    assert!(r.text().contains("client certificate not accepted"), "{}", r.text());
+    // A trusted client certificate gets as far as the access review (API down: 503).
+    let trusted = svdm_pki::issue(
+        &client_pki.ca,
+        &svdm_pki::LeafSpec {
+            common_name: "alice",
+            organizations: &["team"],
+            dns_names: &[],
+            ip_addresses: &[],
+            usage: svdm_pki::Usage::Client,
+            validity: DAY,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let c3 = Client::new(&ex.ca_pem, ex.addr, Some(&trusted));
+    assert_eq!(c3.get("/api/v1/files/f").status, 503);
+    let logs = ex.log_text();
+    assert!(!logs.contains("some-token-value"), "token leaked into logs");
+    assert!(!logs.contains("dXNlcjpwYXNz"));
+}
