@@ -2,6 +2,7 @@
 //! batch-hook protocol. See [`protocol`] for the wire format and [`hooks`] for the list.
 
 pub mod custom_certificate;
+pub mod disable;
 pub mod names;
 pub mod protocol;
 pub mod tls;
@@ -14,5 +15,6 @@ pub fn hooks() -> Vec<Box<dyn Hook>> {
     vec![
         Box::new(tls::TlsHook::default()),
         Box::new(custom_certificate::CustomCertificateHook),
+        Box::new(disable::DisableHook),
     ]
 }

@@ -15,7 +15,7 @@ fn list_works_with_an_empty_environment() {
     let out = bin().args(["hook", "list"]).output().expect("run");
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).expect("utf8");
-    assert!(text.starts_with("Found 2 items:\n"), "{text}");
+    assert!(text.starts_with("Found 3 items:\n"), "{text}");
     assert!(text.contains("0 - tls-certificates\n"));
     assert!(text.contains("1 - custom-certificate\n"));
 }
@@ -27,7 +27,7 @@ fn config_is_a_v1_batch_config_and_nothing_else() {
     let v: Value = serde_json::from_slice(&out.stdout).expect("stdout is only JSON");
     assert_eq!(v["version"], "v1");
     let hooks = v["hooks"].as_array().expect("hooks");
-    assert_eq!(hooks.len(), 2);
+    assert_eq!(hooks.len(), 3);
     for h in hooks {
         assert_eq!(h["configVersion"], "v1");
         assert!(h["metadata"]["name"].is_string());
@@ -123,4 +123,39 @@ fn names_match_the_api_crate() {
     use svdm_hooks::names;
     assert_eq!(names::MODULE_NAME, svdm_api::names::MODULE_NAME);
     assert_eq!(names::MODULE_NAMESPACE, svdm_api::names::MODULE_NAMESPACE);
+}
+
+#[test]
+fn all_duplicated_names_match_the_api_crate() {
+    use svdm_api::names as api;
+    use svdm_hooks::names as h;
+    assert_eq!(h::GROUP, api::GROUP);
+    assert_eq!(h::VERSION, api::VERSION);
+    for (a, b) in [
+        (h::LABEL_MANAGED, api::LABEL_MANAGED),
+        (h::LABEL_DATAEXPORT_UID, api::LABEL_DATAEXPORT_UID),
+        (h::LABEL_PV_EXPORTED, api::LABEL_PV_EXPORTED),
+        (h::LABEL_PV_INCONSISTENT, api::LABEL_PV_INCONSISTENT),
+        (h::ANN_OWNER_NAMESPACE, api::ANN_OWNER_NAMESPACE),
+        (h::ANN_OWNER_NAME, api::ANN_OWNER_NAME),
+        (h::ANN_OWNER_UID, api::ANN_OWNER_UID),
+        (
+            h::ANN_PV_ORIGINAL_RECLAIM_POLICY,
+            api::ANN_PV_ORIGINAL_RECLAIM_POLICY,
+        ),
+        (
+            h::ANN_PV_ORIGINAL_CLAIM_NAMESPACE,
+            api::ANN_PV_ORIGINAL_CLAIM_NAMESPACE,
+        ),
+        (
+            h::ANN_PV_ORIGINAL_CLAIM_NAME,
+            api::ANN_PV_ORIGINAL_CLAIM_NAME,
+        ),
+        (h::ANN_PV_ORIGINAL_CLAIM_UID, api::ANN_PV_ORIGINAL_CLAIM_UID),
+        (h::FINALIZER_DATAEXPORT, api::FINALIZER_DATAEXPORT),
+        (h::FINALIZER_PVC_PROTECTION, api::FINALIZER_PVC_PROTECTION),
+        (h::EXPORTER_CA_SECRET, "exporter-ca"),
+    ] {
+        assert_eq!(a, b);
+    }
 }
