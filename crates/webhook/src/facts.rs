@@ -33,6 +33,8 @@ pub trait FactSource: Send + Sync + 'static {
     fn ready(&self) -> bool;
     /// The facts one review needs, or `None` when they cannot be had (caches not loaded yet).
     fn view(&self, query: TargetQuery) -> BoxFuture<'_, Option<ClusterView>>;
+    /// PVs labelled exported, for the Pod webhook; `None` while the caches are not loaded.
+    fn exported_pvs(&self) -> Option<Vec<PvFacts>>;
 }
 
 /// A fixed view, for tests and for running without a cluster.
@@ -48,6 +50,10 @@ impl FactSource for StaticFacts {
 
     fn view(&self, _query: TargetQuery) -> BoxFuture<'_, Option<ClusterView>> {
         futures::future::ready(self.view.clone()).boxed()
+    }
+
+    fn exported_pvs(&self) -> Option<Vec<PvFacts>> {
+        self.view.as_ref().map(|v| v.exported_pvs.clone())
     }
 }
 
@@ -237,6 +243,16 @@ impl FactSource for KubeFacts {
             Some(view)
         }
         .boxed()
+    }
+
+    fn exported_pvs(&self) -> Option<Vec<PvFacts>> {
+        self.ready().then(|| {
+            self.exported_pvs
+                .state()
+                .iter()
+                .map(|pv| pv_facts(pv))
+                .collect()
+        })
     }
 }
 

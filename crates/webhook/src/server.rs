@@ -17,7 +17,9 @@ use kube::core::admission::{
 use serde_json::Value;
 use svdm_api::names;
 
-use crate::facts::FactSource;
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::facts::{self, FactSource};
 use crate::tls::ServingCert;
 use crate::validate::{self, Operation, Review, Settings};
 
@@ -36,6 +38,7 @@ pub fn routes(state: web::Data<AppState>) -> impl Fn(&mut web::ServiceConfig) + 
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(state.clone())
             .route("/validate-dataexport", web::post().to(validate_dataexport))
+            .route("/validate-pod", web::post().to(validate_pod))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz));
     }
@@ -119,66 +122,67 @@ fn salvage_uid(body: &[u8]) -> Option<String> {
     v.pointer("/request/uid")?.as_str().map(str::to_owned)
 }
 
-async fn validate_dataexport(
-    state: web::Data<AppState>,
-    req: HttpRequest,
+/// Reads and checks an AdmissionReview; any problem becomes the invalid response to send.
+async fn read_request(
+    req: &HttpRequest,
     payload: web::Payload,
-) -> HttpResponse {
-    let body = match read_body(&req, payload).await {
-        Ok(b) => b,
-        Err(reason) => return invalid(None, &reason),
-    };
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            let uid = salvage_uid(&body);
-            return invalid(uid.as_deref(), &format!("malformed AdmissionReview: {e}"));
-        }
-    };
+) -> Result<AdmissionRequest<DynamicObject>, HttpResponse> {
+    let body = read_body(req, payload)
+        .await
+        .map_err(|reason| invalid(None, &reason))?;
+    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(&body).map_err(|e| {
+        let uid = salvage_uid(&body);
+        invalid(uid.as_deref(), &format!("malformed AdmissionReview: {e}"))
+    })?;
     let uid = review.request.as_ref().map(|r| r.uid.clone());
     if review.types.api_version != META_API_VERSION_V1 || review.types.kind != META_KIND {
-        return invalid(
+        return Err(invalid(
             uid.as_deref(),
             &format!(
                 "unsupported review {}/{}; this webhook speaks {META_API_VERSION_V1} {META_KIND}",
                 review.types.api_version, review.types.kind
             ),
-        );
+        ));
     }
-    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
-        Ok(r) => r,
-        Err(_) => return invalid(None, "AdmissionReview carries no request"),
-    };
+    let request: AdmissionRequest<DynamicObject> = review
+        .try_into()
+        .map_err(|_| invalid(None, "AdmissionReview carries no request"))?;
     if request.uid.is_empty() {
-        return invalid(None, "AdmissionReview request has an empty uid");
+        return Err(invalid(None, "AdmissionReview request has an empty uid"));
     }
-    if request.kind.group != names::GROUP || request.kind.kind != names::KIND {
-        return invalid(
-            Some(&request.uid),
-            &format!(
-                "this endpoint validates {}/{}, not {}/{}",
-                names::GROUP,
-                names::KIND,
-                request.kind.group,
-                request.kind.kind
-            ),
-        );
+    Ok(request)
+}
+
+/// The invalid response for a review of a kind this route does not validate.
+fn wrong_kind(
+    request: &AdmissionRequest<DynamicObject>,
+    group: &str,
+    kind: &str,
+) -> Option<HttpResponse> {
+    if request.kind.group == group && request.kind.kind == kind {
+        return None;
     }
+    Some(invalid(
+        Some(&request.uid),
+        &format!(
+            "this endpoint validates {group}/{kind}, not {}/{}",
+            request.kind.group, request.kind.kind
+        ),
+    ))
+}
 
-    let review = to_review(&request);
-    let view = match validate::cluster_query(&review) {
-        Some(query) => state.facts.view(query).await,
-        None => None,
-    };
-    let decision = validate::validate(&state.settings, &review, view.as_ref());
-
+/// Logs the one line per review and turns the decision into the response.
+fn respond(
+    request: &AdmissionRequest<DynamicObject>,
+    decision: validate::Decision,
+) -> HttpResponse {
     log::info!(
         "admission uid={} kind={}/{} object={}/{} operation={:?} dry_run={} allowed={} reason={} warnings={} message={:?}",
         request.uid,
         request.kind.group,
         request.kind.kind,
-        review.namespace,
-        review.name,
+        request.namespace.as_deref().unwrap_or(""),
+        request.name,
         request.operation,
         request.dry_run,
         decision.allowed,
@@ -186,8 +190,7 @@ async fn validate_dataexport(
         decision.warnings.len(),
         decision.message,
     );
-
-    let mut response = AdmissionResponse::from(&request);
+    let mut response = AdmissionResponse::from(request);
     if !decision.allowed {
         response = response.deny(&decision.message);
         response.result.code = 403;
@@ -197,6 +200,63 @@ async fn validate_dataexport(
         response.warnings = Some(decision.warnings);
     }
     review_response(response)
+}
+
+async fn validate_dataexport(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let request = match read_request(&req, payload).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    if let Some(resp) = wrong_kind(&request, names::GROUP, names::KIND) {
+        return resp;
+    }
+    let review = to_review(&request);
+    let view = match validate::cluster_query(&review) {
+        Some(query) => state.facts.view(query).await,
+        None => None,
+    };
+    let decision = validate::validate(&state.settings, &review, view.as_ref());
+    respond(&request, decision)
+}
+
+/// The optional Pod webhook: refuses new pods that mount a PVC under export.
+async fn validate_pod(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let request = match read_request(&req, payload).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    if let Some(resp) = wrong_kind(&request, "", "Pod") {
+        return resp;
+    }
+    let review = to_review(&request);
+    let pod = review
+        .object
+        .clone()
+        .and_then(|o| serde_json::from_value::<Pod>(o).ok());
+    let decision = match pod {
+        Some(pod) => validate::validate_pod(
+            review.operation,
+            &review.namespace,
+            &facts::pod_facts(&pod),
+            state.facts.exported_pvs().as_deref(),
+        ),
+        // Not a pod we can read: not ours to judge (the webhook fails open for pods).
+        None => validate::validate_pod(
+            review.operation,
+            &review.namespace,
+            &Default::default(),
+            None,
+        ),
+    };
+    respond(&request, decision)
 }
 
 fn to_review(req: &AdmissionRequest<DynamicObject>) -> Review {

@@ -629,6 +629,57 @@ fn check_snapshot(namespace: &str, name: &str, view: &ClusterView) -> Result<(),
     Ok(())
 }
 
+/// Decides a Pod review (the optional Pod webhook): a new pod must not mount a PVC whose volume
+/// is handed over to an export, where it could only hang in ContainerCreating. Everything else,
+/// including any doubt, is allowed; the webhook is registered with failurePolicy Ignore.
+/// `exported_pvs` is `None` while the cache is not loaded.
+pub fn validate_pod(
+    operation: Operation,
+    namespace: &str,
+    pod: &PodFacts,
+    exported_pvs: Option<&[PvFacts]>,
+) -> Decision {
+    if operation != Operation::Create {
+        return Decision::allow("NotValidated", Vec::new());
+    }
+    let Some(pvs) = exported_pvs else {
+        return Decision::allow("ClusterStateUnavailable", Vec::new());
+    };
+    for claim in &pod.claims {
+        let held = pvs.iter().find(|pv| {
+            pv.labels.get(names::LABEL_PV_EXPORTED).map(String::as_str) == Some("true")
+                && pv
+                    .annotations
+                    .get(names::ANN_PV_ORIGINAL_CLAIM_NAMESPACE)
+                    .map(String::as_str)
+                    == Some(namespace)
+                && pv
+                    .annotations
+                    .get(names::ANN_PV_ORIGINAL_CLAIM_NAME)
+                    .map(String::as_str)
+                    == Some(claim.as_str())
+        });
+        if let Some(pv) = held {
+            let owner = match (
+                pv.annotations.get(names::ANN_OWNER_NAMESPACE),
+                pv.annotations.get(names::ANN_OWNER_NAME),
+            ) {
+                (Some(ns), Some(name)) if ns == namespace => format!("DataExport {name}"),
+                (Some(ns), Some(name)) => format!("DataExport {ns}/{name}"),
+                _ => "a DataExport".to_owned(),
+            };
+            return Decision::deny(
+                "PVCUnderExport",
+                format!(
+                    "PVC {claim} is being exported by {owner} and its volume is handed over to the export; delete the DataExport or wait until it expires, then create the pod again"
+                ),
+                Vec::new(),
+            );
+        }
+    }
+    Decision::allow("Valid", Vec::new())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1262,5 +1313,63 @@ mod tests {
         let mut r = create(pvc_export(None));
         r.object = None;
         assert_eq!(cluster_query(&r), None);
+    }
+
+    fn exported_pv(claim_ns: &str, claim: &str, owner: Option<(&str, &str)>) -> PvFacts {
+        let mut pv = PvFacts {
+            name: "pv-1".into(),
+            ..Default::default()
+        };
+        pv.labels
+            .insert(names::LABEL_PV_EXPORTED.into(), "true".into());
+        pv.annotations.insert(
+            names::ANN_PV_ORIGINAL_CLAIM_NAMESPACE.into(),
+            claim_ns.into(),
+        );
+        pv.annotations
+            .insert(names::ANN_PV_ORIGINAL_CLAIM_NAME.into(), claim.into());
+        if let Some((ns, name)) = owner {
+            pv.annotations
+                .insert(names::ANN_OWNER_NAMESPACE.into(), ns.into());
+            pv.annotations
+                .insert(names::ANN_OWNER_NAME.into(), name.into());
+        }
+        pv
+    }
+
+    #[test]
+    fn pod_mounting_a_pvc_under_export_is_refused_naming_the_export() {
+        let p = pod("web-0", "Pending", &["cfg", "data"]);
+        let pvs = [exported_pv("ns", "data", Some(("ns", "backup")))];
+        let d = validate_pod(Operation::Create, "ns", &p, Some(&pvs));
+        denied(
+            &d,
+            "PVCUnderExport",
+            "PVC data is being exported by DataExport backup",
+        );
+        let pvs = [exported_pv("ns", "data", None)];
+        let d = validate_pod(Operation::Create, "ns", &p, Some(&pvs));
+        denied(&d, "PVCUnderExport", "by a DataExport");
+    }
+
+    #[test]
+    fn pod_rules_allow_everything_else() {
+        let p = pod("web-0", "Pending", &["data"]);
+        // Another namespace's claim of the same name, another claim, no label.
+        let mut unlabelled = exported_pv("ns", "data", None);
+        unlabelled.labels.clear();
+        for pvs in [
+            vec![exported_pv("other", "data", None)],
+            vec![exported_pv("ns", "logs", None)],
+            vec![unlabelled],
+            vec![],
+        ] {
+            assert!(validate_pod(Operation::Create, "ns", &p, Some(&pvs)).allowed);
+        }
+        let pvs = [exported_pv("ns", "data", None)];
+        // Not loaded yet, or not a CREATE: allowed.
+        assert!(validate_pod(Operation::Create, "ns", &p, None).allowed);
+        assert!(validate_pod(Operation::Update, "ns", &p, Some(&pvs)).allowed);
+        assert!(validate_pod(Operation::Delete, "ns", &p, Some(&pvs)).allowed);
     }
 }

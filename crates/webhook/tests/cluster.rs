@@ -356,7 +356,10 @@ impl Harness {
 async fn cleanup(client: &Client, ns: &str, id: &str, pvs: &[String]) {
     // No kubelet runs the test pods, so they would wait for pod GC; delete them at once.
     let _ = Api::<Pod>::namespaced(client.clone(), ns)
-        .delete_collection(&DeleteParams::default().grace_period(0), &Default::default())
+        .delete_collection(
+            &DeleteParams::default().grace_period(0),
+            &Default::default(),
+        )
         .await;
     let _ = Api::<ValidatingWebhookConfiguration>::all(client.clone())
         .delete(&format!("svdm-webhook-test-{id}"), &DeleteParams::default())

@@ -261,3 +261,83 @@ async fn health_and_readiness() {
         assert_eq!(resp.status().as_u16(), ready);
     }
 }
+
+fn pod_review(uid: &str, claim: &str) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": "web-0",
+            "namespace": "ns",
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:statefulset-controller"},
+            "object": {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "web-0", "namespace": "ns"},
+                "spec": {
+                    "containers": [{"name": "c", "image": "i"}],
+                    "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": claim}}],
+                },
+            },
+        }
+    })
+}
+
+async fn post_pod(state: web::Data<AppState>, body: Value) -> Value {
+    let app = test::init_service(App::new().configure(routes(state))).await;
+    let req = test::TestRequest::post()
+        .uri("/validate-pod")
+        .set_payload(body.to_string())
+        .to_request();
+    let resp = test::call_service(&app, req).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    test::read_body_json(resp).await
+}
+
+#[actix_web::test]
+async fn pod_webhook_refuses_a_pvc_under_export() {
+    use svdm_api::names;
+    let mut pv = svdm_webhook::validate::PvFacts {
+        name: "pv-1".into(),
+        ..Default::default()
+    };
+    pv.labels
+        .insert(names::LABEL_PV_EXPORTED.into(), "true".into());
+    for (k, v) in [
+        (names::ANN_PV_ORIGINAL_CLAIM_NAMESPACE, "ns"),
+        (names::ANN_PV_ORIGINAL_CLAIM_NAME, "data"),
+        (names::ANN_OWNER_NAMESPACE, "ns"),
+        (names::ANN_OWNER_NAME, "backup"),
+    ] {
+        pv.annotations.insert(k.into(), v.into());
+    }
+    let view = ClusterView {
+        exported_pvs: vec![pv],
+        ..Default::default()
+    };
+    let v = post_pod(state(Some(view.clone())), pod_review("p-1", "data")).await;
+    assert_eq!(v["response"]["uid"], "p-1");
+    assert_eq!(v["response"]["allowed"], false);
+    assert!(
+        v["response"]["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("PVC data is being exported by DataExport backup")),
+        "{v}"
+    );
+    let v = post_pod(state(Some(view)), pod_review("p-2", "logs")).await;
+    assert_eq!(v["response"]["allowed"], true);
+    // Caches not loaded: the pod webhook fails open.
+    let v = post_pod(state(None), pod_review("p-3", "data")).await;
+    assert_eq!(v["response"]["allowed"], true);
+    // A DataExport review sent to the pod route is invalid.
+    let v = post_pod(
+        state(None),
+        review("p-4", "CREATE", export(json!({})), Value::Null),
+    )
+    .await;
+    assert_eq!(v["response"]["allowed"], false);
+    assert_eq!(v["response"]["uid"], "p-4");
+}
