@@ -169,7 +169,33 @@ def settings_sets():
         if examples:
             combined[name] = examples[-1]
     sets["all-examples"] = combined
+    for name, doc in doc_examples("ModuleConfig"):
+        sets[name] = (doc.get("spec") or {}).get("settings") or {}
     return sets
+
+
+def doc_examples(kind):
+    """YAML blocks of English docs/*.md holding objects of `kind`, as (label, object)."""
+    docs = os.path.join(ROOT, "docs")
+    out = []
+    for f in sorted(os.listdir(docs)) if os.path.isdir(docs) else []:
+        if not f.endswith(".md") or f.endswith(".ru.md"):
+            continue
+        text = open(os.path.join(docs, f), encoding="utf-8").read()
+        for i, block in enumerate(re.findall(r"```yaml\n(.*?)```", text, re.S)):
+            for j, doc in enumerate(yaml.safe_load_all(block)):
+                if isinstance(doc, dict) and doc.get("kind") == kind:
+                    out.append((f"docs-{f[:-3]}-{i}-{j}", doc))
+    return out
+
+
+def crd_schema():
+    crd = [d for d in yaml.safe_load_all(open(os.path.join(ROOT, "crds/dataexports.yaml"), encoding="utf-8")) if d][0]
+    schema = copy.deepcopy(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    schema.setdefault("properties", {})["apiVersion"] = {"type": "string", "enum": ["storage.deckhouse.io/v1alpha1"]}
+    schema["properties"]["kind"] = {"type": "string", "enum": ["DataExport"]}
+    schema["properties"]["metadata"] = {"type": "object"}
+    return schema
 
 
 def cmd_cases():
@@ -194,6 +220,13 @@ def cmd_cases():
         errs = validate(cfg, settings)
         if errs:
             error(f"documented example {name} is invalid: {errs}")
+    # DataExport examples in the docs must match the CRD schema.
+    crd = crd_schema()
+    for name, doc in doc_examples("DataExport"):
+        n += 1
+        errs = validate(crd, doc)
+        if errs:
+            error(f"{name}: DataExport example does not match the CRD: {errs}")
     print(f"openapi cases: {n - len(errors)} passed, {len(errors)} failed")
     return finish("openapi cases")
 
