@@ -52,7 +52,7 @@ fn owner_ref<K: Resource>(o: K) -> Option<ObjectRef<Guarded>> {
 }
 
 /// Runs the controller and the orphan sweep until a shutdown signal.
-pub async fn run_controller(ctx: Arc<Context>, concurrency: u16) {
+pub async fn run_controller(ctx: Arc<Context>, concurrency: u16, selector: &str) {
     let client = ctx.client.clone();
     let des: Api<DataExport> = Api::all(client.clone());
     if let Err(e) = des.list(&ListParams::default().limit(1)).await {
@@ -64,45 +64,46 @@ pub async fn run_controller(ctx: Arc<Context>, concurrency: u16) {
     let module = names::MODULE_NAMESPACE;
     let managed = watcher::Config::default().labels(&format!("{}=true", names::LABEL_MANAGED));
     let exported = watcher::Config::default().labels(&format!("{}=true", names::LABEL_PV_EXPORTED));
-    Controller::new(
-        Api::<Guarded>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    )
-    .watches(
-        Api::<Pod>::namespaced(client.clone(), module),
-        managed.clone(),
-        owner_ref,
-    )
-    .watches(
-        Api::<Lease>::namespaced(client.clone(), module),
-        managed.clone(),
-        owner_ref,
-    )
-    .watches(
-        Api::<Service>::namespaced(client.clone(), module),
-        managed.clone(),
-        owner_ref,
-    )
-    .watches(
-        Api::<Ingress>::namespaced(client.clone(), module),
-        managed.clone(),
-        owner_ref,
-    )
-    .watches(
-        Api::<PersistentVolumeClaim>::all(client.clone()),
-        managed,
-        owner_ref,
-    )
-    .watches(Api::<PersistentVolume>::all(client), exported, owner_ref)
-    .with_config(ControllerConfig::default().concurrency(concurrency))
-    .shutdown_on_signal()
-    .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
-    .for_each(|r| async move {
-        if let Err(e) = r {
-            log::debug!("controller: {e}");
-        }
-    })
-    .await;
+    let mut main_wc = watcher::Config::default().any_semantic();
+    if !selector.trim().is_empty() {
+        main_wc = main_wc.labels(selector.trim());
+    }
+    Controller::new(Api::<Guarded>::all(client.clone()), main_wc)
+        .watches(
+            Api::<Pod>::namespaced(client.clone(), module),
+            managed.clone(),
+            owner_ref,
+        )
+        .watches(
+            Api::<Lease>::namespaced(client.clone(), module),
+            managed.clone(),
+            owner_ref,
+        )
+        .watches(
+            Api::<Service>::namespaced(client.clone(), module),
+            managed.clone(),
+            owner_ref,
+        )
+        .watches(
+            Api::<Ingress>::namespaced(client.clone(), module),
+            managed.clone(),
+            owner_ref,
+        )
+        .watches(
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            managed,
+            owner_ref,
+        )
+        .watches(Api::<PersistentVolume>::all(client), exported, owner_ref)
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .shutdown_on_signal()
+        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                log::debug!("controller: {e}");
+            }
+        })
+        .await;
     sweeper.abort();
     ctx.metrics.ready.store(false, Ordering::Relaxed);
 }
@@ -141,14 +142,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
         elector.acquire().await;
         tokio::select! {
-            _ = run_controller(ctx, 32) => {}
+            _ = run_controller(ctx, 32, &args.dataexport_label_selector) => {}
             _ = elector.keep() => {
                 log::error!("leadership lost; exiting so a fresh process can compete again");
                 std::process::exit(1);
             }
         }
     } else {
-        run_controller(ctx, 32).await;
+        run_controller(ctx, 32, &args.dataexport_label_selector).await;
     }
     Ok(())
 }

@@ -152,9 +152,9 @@ pub async fn observe(
     let mut limit_reached = false;
     let starting = intent == Intent::Export
         && user_pvc.as_ref().is_some_and(|u| u.held_by.is_none())
-        && !pv
+        && pv
             .as_ref()
-            .is_some_and(|p| p.owner_uid.as_deref() == Some(owner.uid.as_str()));
+            .is_none_or(|p| p.owner_uid.as_deref() != Some(owner.uid.as_str()));
     if starting && let Some(u) = &user_pvc {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &u.namespace);
         pods_using = pods

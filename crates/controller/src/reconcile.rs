@@ -17,7 +17,6 @@ use crate::context::{Context, MANAGER};
 use crate::error::{Error, Result, is_not_found};
 use crate::exporter;
 use crate::handover::Intent;
-use crate::kubeio;
 use crate::objects::{self, Owner};
 use crate::pvc_io::{self, Rest};
 use crate::snapshot_io::{self, SnapRest};
@@ -80,8 +79,8 @@ fn has_finalizer(de: &DataExport) -> bool {
 }
 
 async fn set_finalizer(api: &Api<DataExport>, de: &DataExport, present: bool) -> Result<()> {
-    let mut fins: Vec<String> = de
-        .finalizers()
+    let current = de.finalizers().to_vec();
+    let mut fins: Vec<String> = current
         .iter()
         .filter(|f| *f != names::FINALIZER_DATAEXPORT)
         .cloned()
@@ -89,11 +88,31 @@ async fn set_finalizer(api: &Api<DataExport>, de: &DataExport, present: bool) ->
     if present {
         fins.push(names::FINALIZER_DATAEXPORT.to_owned());
     }
-    let patch = json!({"metadata": {"resourceVersion": de.resource_version(), "finalizers": fins}});
-    match kubeio::merge(api, &de.name_any(), &patch).await {
+    // Test the finalizer list itself (not the whole object's resourceVersion), so a status
+    // write in between does not conflict while a concurrent finalizer change does.
+    let ops = if current.is_empty() {
+        json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": fins},
+        ])
+    } else {
+        json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": current},
+            {"op": "replace", "path": "/metadata/finalizers", "value": fins},
+        ])
+    };
+    let patch: json_patch::Patch = serde_json::from_value(ops)?;
+    match api
+        .patch(
+            &de.name_any(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        )
+        .await
+    {
         Ok(_) => Ok(()),
-        Err(Error::Kube(e)) if is_not_found(&e) => Ok(()),
-        Err(e) => Err(e),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -182,7 +201,10 @@ pub async fn return_all(
     }
 }
 
-fn targets(de: &DataExport) -> (Option<(&str, &str)>, Option<(&str, &str)>) {
+/// A namespaced object's coordinates.
+type NsName<'a> = Option<(&'a str, &'a str)>;
+
+fn targets(de: &DataExport) -> (NsName<'_>, NsName<'_>) {
     let ns = de.metadata.namespace.as_deref().unwrap_or_default();
     let name = de.spec.target_ref.name.as_str();
     match de.spec.target_ref.kind {

@@ -1,5 +1,8 @@
 use super::*;
 
+type Mutation = Box<dyn Fn(&mut Observed)>;
+type PvBreakage = Box<dyn Fn(&mut Pv)>;
+
 const UID: &str = "de-uid";
 const MODNS: &str = "d8-storage-volume-data-manager";
 const EXP: &str = "exp-0123456789ab";
@@ -162,7 +165,7 @@ impl World {
             let rest = matches!(
                 s,
                 Step::Serve | Step::Returned | Step::Blocked { .. } | Step::Inconsistent { .. }
-            ) && !(s == Step::Serve && !self.o.exporter_objects_exist);
+            ) && (s != Step::Serve || self.o.exporter_objects_exist);
             steps.push(s.clone());
             if rest {
                 break;
@@ -343,7 +346,7 @@ fn a_pod_using_the_pvc_is_named() {
 
 #[test]
 fn preconditions_each_block_with_their_reason() {
-    let cases: Vec<(Box<dyn Fn(&mut Observed)>, &str)> = vec![
+    let cases: Vec<(Mutation, &str)> = vec![
         (Box::new(|o| o.user_pvc = None), reason::TARGET_NOT_FOUND),
         (
             Box::new(|o| o.user_pvc.as_mut().expect("u").phase = Some("Pending".into())),
@@ -435,7 +438,7 @@ fn recorded(o: &mut Observed) {
 
 #[test]
 fn broken_records_are_never_guessed() {
-    let breakages: Vec<Box<dyn Fn(&mut Pv)>> = vec![
+    let breakages: Vec<PvBreakage> = vec![
         Box::new(|pv| pv.original_reclaim_policy = None),
         Box::new(|pv| pv.original_reclaim_policy = Some("Keep".into())),
         Box::new(|pv| pv.original_claim_uid = None),
