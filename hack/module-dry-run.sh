@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Copyright 2026 Flant JSC
+# SPDX-License-Identifier: Apache-2.0
+#
+# Server-side dry-run of the rendered chart against the local control plane (e2e/testenv.sh up):
+# the real API server validates every object strictly (schemas, RBAC escalation checks, webhook
+# configurations) without persisting anything. Renders with hack/module-lint.sh's values for the
+# defaults and for every documented example (run hack/module-lint.sh first, or this script renders
+# itself). Optional APIs (VPA, Prometheus operator, Grafana dashboards) are rendered off, because the
+# local control plane does not serve them.
+#
+# Needs $TESTENV_DIR/env (default .run/testenv/env). The module namespace is created if missing and
+# removed again afterwards; everything else is dry-run only.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "${ROOT}"
+ENV_FILE="${TESTENV_DIR:-${ROOT}/.run/testenv}/env"
+if [[ ! -f "${ENV_FILE}" ]]; then
+  echo "module-dry-run: ${ENV_FILE} not found; start the local control plane with e2e/testenv.sh up" >&2
+  exit 1
+fi
+# shellcheck disable=SC1090
+source "${ENV_FILE}"
+KUBECTL=("${TESTENV_BIN}/kubectl" --kubeconfig "${TESTENV_KUBECONFIG}")
+NS=d8-storage-volume-data-manager
+RENDER_DIR="${SVDM_RENDER_DIR:-${ROOT}/.run/module-render}"
+
+# shellcheck source=hack/install-tools.sh
+source "${ROOT}/hack/install-tools.sh"
+install_helm
+
+mkdir -p "${RENDER_DIR}/settings" "${RENDER_DIR}/values" "${RENDER_DIR}/dry-run"
+python3 hack/lint/module_lint.py settings-sets "${RENDER_DIR}/settings"
+
+created_ns=0
+cleanup() {
+  if [[ "${created_ns}" == "1" ]]; then
+    "${KUBECTL[@]}" delete namespace "${NS}" --wait=false >/dev/null 2>&1 || true
+  fi
+}
+trap cleanup EXIT
+if ! "${KUBECTL[@]}" get namespace "${NS}" >/dev/null 2>&1; then
+  "${KUBECTL[@]}" create namespace "${NS}" >/dev/null
+  created_ns=1
+fi
+# The CRD must be known for nothing here, but the RBAC rules name its group; install it as the
+# module does (addon-operator applies crds/*.yaml), server-side and idempotent.
+"${KUBECTL[@]}" apply --server-side --force-conflicts -f crds/dataexports.yaml >/dev/null
+
+failed=0
+count=0
+for settings in "${RENDER_DIR}"/settings/*.json; do
+  name="$(basename "${settings}" .json)"
+  values="${RENDER_DIR}/values/${name}.yaml"
+  python3 hack/lint/module_lint.py values "${settings}" "${values}"
+  out="${RENDER_DIR}/dry-run/${name}.yaml"
+  "${HELM_BIN}" template storage-volume-data-manager "${ROOT}" --namespace "${NS}" --kube-version 1.36 \
+    -f hack/lint/global-values.yaml -f "${values}" >"${out}"
+  if ! "${KUBECTL[@]}" apply --dry-run=server --validate=strict -f "${out}" >"${out}.log" 2>&1; then
+    echo "error: server-side dry-run failed for ${name}:" >&2
+    grep -iv "(server dry run)$" "${out}.log" >&2 || true
+    failed=1
+  fi
+  count=$((count + 1))
+done
+if [[ "${failed}" != "0" ]]; then
+  echo "module dry-run: FAILED" >&2
+  exit 1
+fi
+echo "module dry-run: ${count} render(s) accepted by the API server" >&2
