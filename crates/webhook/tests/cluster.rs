@@ -242,6 +242,30 @@ impl Harness {
                         "sideEffects": "None",
                         "admissionReviewVersions": ["v1"],
                         "timeoutSeconds": 10,
+                    }, {
+                        // The optional Pod webhook as the templates register it: fail open,
+                        // only pods that mount a PVC.
+                        "name": "pods.svdm.storage.deckhouse.io",
+                        "clientConfig": {
+                            "url": format!("https://127.0.0.1:{port}/validate-pod"),
+                            "caBundle": ca_bundle,
+                        },
+                        "rules": [{
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE"],
+                            "resources": ["pods"],
+                            "scope": "Namespaced",
+                        }],
+                        "matchConditions": [{
+                            "name": "mounts-a-pvc",
+                            "expression": "has(object.spec.volumes) && object.spec.volumes.exists(v, has(v.persistentVolumeClaim))",
+                        }],
+                        "namespaceSelector": {"matchLabels": {TEST_LABEL: id}},
+                        "failurePolicy": "Ignore",
+                        "sideEffects": "None",
+                        "admissionReviewVersions": ["v1"],
+                        "timeoutSeconds": 5,
                     }],
                 })),
             )
@@ -678,5 +702,113 @@ async fn live_export_updates_and_a_second_export() {
                 .and_then(|o| o.is_none().then_some(()))
         })
         .await;
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_under_export_refuses_new_pods_and_exports() {
+    cluster_test!(h, {
+        use svdm_api::names;
+        // What the controller leaves on a PV it has taken over from PVC `held`.
+        let pv = format!("svdm-wh-{}-held", h.id);
+        Api::<PersistentVolume>::all(h.client.clone())
+            .create(
+                &PostParams::default(),
+                &obj(json!({
+                    "metadata": {
+                        "name": pv,
+                        "labels": {names::LABEL_PV_EXPORTED: "true"},
+                        "annotations": {
+                            names::ANN_PV_ORIGINAL_CLAIM_NAMESPACE: h.ns,
+                            names::ANN_PV_ORIGINAL_CLAIM_NAME: "held",
+                            names::ANN_OWNER_NAMESPACE: h.ns,
+                            names::ANN_OWNER_NAME: "backup",
+                        },
+                    },
+                    "spec": {
+                        "capacity": {"storage": "1Gi"},
+                        "accessModes": ["ReadWriteOnce"],
+                        "persistentVolumeReclaimPolicy": "Retain",
+                        "storageClassName": "",
+                        "hostPath": {"path": format!("/tmp/{pv}")},
+                    },
+                })),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        h.pvs.push(pv.clone());
+
+        let pod = |name: &str, claim: &str| {
+            json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name},
+                "spec": {
+                    "nodeName": "svdm-no-such-node",
+                    "automountServiceAccountToken": false,
+                    "containers": [{"name": "c", "image": "registry.invalid/none"}],
+                    "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": claim}}],
+                },
+            })
+        };
+        let uri = format!("/api/v1/namespaces/{}/pods", h.ns);
+        // Refused with the export named (polling: the namespace's ServiceAccount and the PV
+        // cache both take a moment).
+        let a = eventually("the pod to be refused", Duration::from_secs(60), || async {
+            let a = send(
+                &h.client,
+                "POST",
+                &uri,
+                "application/json",
+                &pod("web-0", "held"),
+            )
+            .await;
+            a.message.contains("being exported").then_some(a)
+        })
+        .await;
+        a.assert_denied("PVC held is being exported by DataExport backup");
+        // Another claim is fine.
+        let a = eventually(
+            "an unrelated pod to be created",
+            Duration::from_secs(60),
+            || async {
+                let a = send(
+                    &h.client,
+                    "POST",
+                    &uri,
+                    "application/json",
+                    &pod("web-1", "other"),
+                )
+                .await;
+                a.allowed().then_some(a)
+            },
+        )
+        .await;
+        a.assert_allowed();
+
+        // A new DataExport of that PVC is refused while the volume is held.
+        Api::<PersistentVolumeClaim>::namespaced(h.client.clone(), &h.ns)
+            .create(
+                &PostParams::default(),
+                &obj(json!({
+                    "metadata": {"name": "held"},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": "1Gi"}},
+                        "storageClassName": "svdm-no-such-class",
+                    },
+                })),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        h.create_export(
+            "again",
+            json!({"targetRef": {"kind": "PersistentVolumeClaim", "name": "held"}, "ttl": "5m"}),
+            false,
+        )
+        .await
+        .assert_denied(&format!(
+            "the volume {pv} of PVC held is still held by DataExport backup"
+        ));
     });
 }
