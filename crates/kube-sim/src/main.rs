@@ -1,0 +1,60 @@
+//! `svdm-kube-sim`: a simulated Kubernetes node and CSI storage for the local control plane.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use svdm_kube_sim::{Config, parse_prefix};
+
+/// Simulated node, CSI storage and kube-proxy/DNS for the local control plane (dev only).
+#[derive(Parser, Debug)]
+#[command(name = "svdm-kube-sim", version)]
+struct Cli {
+    /// Kubeconfig of the control plane (admin). Defaults to $KUBECONFIG.
+    #[arg(long, env = "SIM_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Node to register and serve. Run several instances with distinct names, data dirs and prefixes.
+    #[arg(long, env = "SIM_NODE_NAME", default_value = "sim-node-1")]
+    node_name: String,
+    /// Where volumes, snapshots, pod files and logs live.
+    #[arg(long, env = "SIM_DATA_DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.run/kube-sim"))]
+    data_dir: PathBuf,
+    /// Create the CSIDriver, StorageClasses `svdm-sim`/`svdm-sim-wffc` and VolumeSnapshotClass when absent.
+    #[arg(long, env = "SIM_INSTALL_CLASSES", default_value_t = true, action = clap::ArgAction::Set)]
+    install_classes: bool,
+    /// Container image that marks exporter pods (run as local processes).
+    #[arg(long, env = "SIM_EXPORTER_IMAGE", requires = "exporter_binary")]
+    exporter_image: Option<String>,
+    /// Binary run for exporter pods, with the container's arguments.
+    #[arg(long, env = "SIM_EXPORTER_BINARY", requires = "exporter_image")]
+    exporter_binary: Option<PathBuf>,
+    /// Pods get addresses <prefix>.10-254.
+    #[arg(long, default_value = "127.0.1", value_parser = parse_prefix)]
+    pod_ip_prefix: [u8; 3],
+    /// Services get addresses <prefix>.10-254.
+    #[arg(long, default_value = "127.0.2", value_parser = parse_prefix)]
+    service_ip_prefix: [u8; 3],
+    /// The hosts file that carries Service names.
+    #[arg(long, default_value = "/etc/hosts")]
+    hosts_file: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,kube=warn"))
+        .init();
+    let cli = Cli::parse();
+    let config = Config {
+        node_name: cli.node_name,
+        data_dir: cli.data_dir,
+        kubeconfig: cli.kubeconfig,
+        install_classes: cli.install_classes,
+        exporter_image: cli.exporter_image,
+        exporter_binary: cli.exporter_binary,
+        pod_ip_prefix: cli.pod_ip_prefix,
+        service_ip_prefix: cli.service_ip_prefix,
+        hosts_file: cli.hosts_file,
+    };
+    svdm_kube_sim::run(config).await?;
+    Ok(())
+}
