@@ -50,7 +50,10 @@ pub async fn renew_lease(
                 "renewTime": MicroTime(jiff::Timestamp::now()),
             }
         });
-        match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => {
                 if complained {
                     log::info!("lease {namespace}/{name} renewed again");

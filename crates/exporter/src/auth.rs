@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
-use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
 use kube::api::{Api, PostParams};
 use sha2::{Digest, Sha256};
 
@@ -34,7 +36,10 @@ pub struct Identity {
 /// What a TLS client certificate said, as checked during the handshake.
 #[derive(Debug, Clone)]
 pub enum PeerCert {
-    Verified { cn: String, orgs: Vec<String> },
+    Verified {
+        cn: String,
+        orgs: Vec<String>,
+    },
     /// Presented but not signed by the client CA (or expired); never used as an identity.
     Rejected(String),
 }
@@ -131,7 +136,13 @@ pub struct Auth {
 
 impl Auth {
     /// `client == None` disables authentication entirely (`--no-auth`).
-    pub fn new(client: Option<kube::Client>, namespace: String, name: String, ttl: Duration, metrics: Arc<Metrics>) -> Auth {
+    pub fn new(
+        client: Option<kube::Client>,
+        namespace: String,
+        name: String,
+        ttl: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Auth {
         Auth {
             client,
             namespace,
@@ -142,7 +153,11 @@ impl Auth {
         }
     }
 
-    pub async fn check(&self, authorization: Option<&[u8]>, peer: Option<&PeerCert>) -> Result<Identity, AuthError> {
+    pub async fn check(
+        &self,
+        authorization: Option<&[u8]>,
+        peer: Option<&PeerCert>,
+    ) -> Result<Identity, AuthError> {
         let Some(client) = &self.client else {
             return Ok(Identity {
                 username: "anonymous (--no-auth)".into(),
@@ -164,7 +179,9 @@ impl Auth {
                 )));
             }
             Credential::Malformed => {
-                return Err(AuthError::Unauthenticated("malformed Authorization header".into()));
+                return Err(AuthError::Unauthenticated(
+                    "malformed Authorization header".into(),
+                ));
             }
             Credential::Missing => match peer {
                 Some(PeerCert::Verified { cn, orgs }) => {
@@ -172,10 +189,17 @@ impl Auth {
                     // The API server adds this group to every authenticated user; RBAC bindings to it must
                     // work the same here.
                     groups.push("system:authenticated".into());
-                    Identity { username: cn.clone(), uid: String::new(), groups, extra: BTreeMap::new() }
+                    Identity {
+                        username: cn.clone(),
+                        uid: String::new(),
+                        groups,
+                        extra: BTreeMap::new(),
+                    }
                 }
                 Some(PeerCert::Rejected(why)) => {
-                    return Err(AuthError::Unauthenticated(format!("client certificate not accepted: {why}")));
+                    return Err(AuthError::Unauthenticated(format!(
+                        "client certificate not accepted: {why}"
+                    )));
                 }
                 None => {
                     return Err(AuthError::Unauthenticated(
@@ -189,7 +213,11 @@ impl Auth {
         Ok(identity)
     }
 
-    async fn review_token(&self, client: &kube::Client, token: &str) -> Result<Identity, AuthError> {
+    async fn review_token(
+        &self,
+        client: &kube::Client,
+        token: &str,
+    ) -> Result<Identity, AuthError> {
         let key = token_key(token);
         if let Some(id) = self.tokens.get(&key) {
             self.metrics.cache("token", true);
@@ -197,7 +225,10 @@ impl Auth {
         }
         self.metrics.cache("token", false);
         let review = TokenReview {
-            spec: TokenReviewSpec { token: token.to_string(), audiences: None },
+            spec: TokenReviewSpec {
+                token: token.to_string(),
+                audiences: None,
+            },
             ..Default::default()
         };
         let api: Api<TokenReview> = Api::all(client.clone());
@@ -268,7 +299,11 @@ impl Auth {
             Ok(())
         } else {
             self.metrics.api_call("subjectaccessreview", "denied");
-            Err(AuthError::Forbidden(forbidden_message(&id.username, &self.name, &self.namespace)))
+            Err(AuthError::Forbidden(forbidden_message(
+                &id.username,
+                &self.name,
+                &self.namespace,
+            )))
         }
     }
 }
@@ -280,20 +315,43 @@ mod tests {
     #[test]
     fn parses_authorization() {
         assert_eq!(parse_authorization(None), Credential::Missing);
-        assert_eq!(parse_authorization(Some(b"Bearer abc.def")), Credential::Bearer("abc.def".into()));
-        assert_eq!(parse_authorization(Some(b"bearer  abc ")), Credential::Bearer("abc".into()));
+        assert_eq!(
+            parse_authorization(Some(b"Bearer abc.def")),
+            Credential::Bearer("abc.def".into())
+        );
+        assert_eq!(
+            parse_authorization(Some(b"bearer  abc ")),
+            Credential::Bearer("abc".into())
+        );
         assert_eq!(parse_authorization(Some(b"Bearer")), Credential::Malformed);
-        assert_eq!(parse_authorization(Some(b"Bearer a b")), Credential::Malformed);
-        assert_eq!(parse_authorization(Some(b"Basic dXNlcjpwYXNz")), Credential::Basic);
-        assert_eq!(parse_authorization(Some(b"Negotiate x")), Credential::Other("Negotiate".into()));
+        assert_eq!(
+            parse_authorization(Some(b"Bearer a b")),
+            Credential::Malformed
+        );
+        assert_eq!(
+            parse_authorization(Some(b"Basic dXNlcjpwYXNz")),
+            Credential::Basic
+        );
+        assert_eq!(
+            parse_authorization(Some(b"Negotiate x")),
+            Credential::Other("Negotiate".into())
+        );
         assert_eq!(parse_authorization(Some(b"")), Credential::Malformed);
-        assert_eq!(parse_authorization(Some(&[0xff, 0xfe])), Credential::Malformed);
+        assert_eq!(
+            parse_authorization(Some(&[0xff, 0xfe])),
+            Credential::Malformed
+        );
     }
 
     #[test]
     fn keys_and_messages() {
         assert_ne!(token_key("a"), token_key("b"));
-        let a = Identity { username: "u".into(), uid: "1".into(), groups: vec!["g".into()], extra: BTreeMap::new() };
+        let a = Identity {
+            username: "u".into(),
+            uid: "1".into(),
+            groups: vec!["g".into()],
+            extra: BTreeMap::new(),
+        };
         let mut b = a.clone();
         b.groups.push("h".into());
         assert_ne!(identity_key(&a), identity_key(&b));
@@ -306,7 +364,13 @@ mod tests {
 
     #[tokio::test]
     async fn no_auth_mode_allows() {
-        let auth = Auth::new(None, "ns".into(), "n".into(), Duration::from_secs(1), Arc::new(Metrics::new()));
+        let auth = Auth::new(
+            None,
+            "ns".into(),
+            "n".into(),
+            Duration::from_secs(1),
+            Arc::new(Metrics::new()),
+        );
         assert!(auth.check(None, None).await.is_ok());
     }
 }

@@ -24,7 +24,9 @@ impl BlockVolume {
         let st = fstat(&file).map_err(io::Error::from)?;
         match st.st_mode & libc::S_IFMT {
             libc::S_IFBLK => {}
-            libc::S_IFREG => log::warn!("block source is a regular file, not a block device; serving it as an image"),
+            libc::S_IFREG => log::warn!(
+                "block source is a regular file, not a block device; serving it as an image"
+            ),
             _ => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
@@ -36,7 +38,10 @@ impl BlockVolume {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        Ok(BlockVolume { file: Arc::new(file), etag_seed: format!("{now:x}-{:x}", std::process::id()) })
+        Ok(BlockVolume {
+            file: Arc::new(file),
+            etag_seed: format!("{now:x}-{:x}", std::process::id()),
+        })
     }
 
     pub fn file(&self) -> Arc<File> {

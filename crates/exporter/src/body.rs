@@ -28,7 +28,12 @@ fn read_chunk(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
         match file.read_at(&mut buf[done..], offset + done as u64) {
             // The file shrank under us: fail the stream so the client sees a short body against its
             // Content-Length rather than silently wrong bytes.
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being sent")),
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shrank while being sent",
+                ));
+            }
             Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -66,7 +71,9 @@ pub fn multipart(file: Arc<File>, layout: MultipartLayout) -> BoxBody {
         pieces.push(Box::pin(stream::once(async move { Ok(Bytes::from(head)) })));
         pieces.push(file_range(file.clone(), range.start, range.length));
     }
-    pieces.push(Box::pin(stream::once(async move { Ok(Bytes::from(trailer)) })));
+    pieces.push(Box::pin(stream::once(
+        async move { Ok(Bytes::from(trailer)) },
+    )));
     Box::pin(stream::iter(pieces).flatten())
 }
 
@@ -107,9 +114,19 @@ pub struct Metered {
 }
 
 impl Metered {
-    pub fn new(inner: BoxBody, metrics: Arc<Metrics>, activity: Option<Arc<Activity>>, log: AccessLog) -> Metered {
+    pub fn new(
+        inner: BoxBody,
+        metrics: Arc<Metrics>,
+        activity: Option<Arc<Activity>>,
+        log: AccessLog,
+    ) -> Metered {
         metrics.active_transfers.inc();
-        Metered { inner, metrics, activity, log }
+        Metered {
+            inner,
+            metrics,
+            activity,
+            log,
+        }
     }
 }
 

@@ -13,7 +13,11 @@ pub struct TtlCache<K, V> {
 
 impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     pub fn new(ttl: Duration, max_entries: usize) -> Self {
-        TtlCache { ttl, max_entries, map: Mutex::new(HashMap::new()) }
+        TtlCache {
+            ttl,
+            max_entries,
+            map: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn get(&self, key: &K) -> Option<V> {

@@ -27,7 +27,9 @@ pub struct Validators<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// Serve; `use_range` is false when `If-Range` did not match, so the full content goes out.
-    Proceed { use_range: bool },
+    Proceed {
+        use_range: bool,
+    },
     NotModified,
     PreconditionFailed,
 }
@@ -206,7 +208,10 @@ mod tests {
     const MOD: i64 = 1_700_000_000;
 
     fn v() -> Validators<'static> {
-        Validators { etag: Some(TAG), last_modified: Some(MOD) }
+        Validators {
+            etag: Some(TAG),
+            last_modified: Some(MOD),
+        }
     }
 
     fn date(secs: i64) -> String {
@@ -216,69 +221,142 @@ mod tests {
     #[test]
     fn dates_round_trip() {
         assert_eq!(parse_http_date(&date(MOD)), Some(MOD));
-        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784111777));
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784111777)
+        );
         assert_eq!(parse_http_date("garbage"), None);
     }
 
     #[test]
     fn none_match_and_modified_since() {
-        let c = Conditions { if_none_match: Some(TAG), ..Default::default() };
+        let c = Conditions {
+            if_none_match: Some(TAG),
+            ..Default::default()
+        };
         assert_eq!(evaluate(&c, &v()), Decision::NotModified);
-        let c = Conditions { if_none_match: Some("W/\"abc\""), ..Default::default() };
+        let c = Conditions {
+            if_none_match: Some("W/\"abc\""),
+            ..Default::default()
+        };
         assert_eq!(evaluate(&c, &v()), Decision::NotModified);
-        let c = Conditions { if_none_match: Some("\"x\", \"abc\""), ..Default::default() };
+        let c = Conditions {
+            if_none_match: Some("\"x\", \"abc\""),
+            ..Default::default()
+        };
         assert_eq!(evaluate(&c, &v()), Decision::NotModified);
-        let c = Conditions { if_none_match: Some("*"), ..Default::default() };
+        let c = Conditions {
+            if_none_match: Some("*"),
+            ..Default::default()
+        };
         assert_eq!(evaluate(&c, &v()), Decision::NotModified);
-        let c = Conditions { if_none_match: Some("\"other\""), ..Default::default() };
+        let c = Conditions {
+            if_none_match: Some("\"other\""),
+            ..Default::default()
+        };
         assert_eq!(evaluate(&c, &v()), Decision::Proceed { use_range: true });
         // If-None-Match present: If-Modified-Since is ignored.
         let d = date(MOD);
-        let c = Conditions { if_none_match: Some("\"other\""), if_modified_since: Some(&d), ..Default::default() };
+        let c = Conditions {
+            if_none_match: Some("\"other\""),
+            if_modified_since: Some(&d),
+            ..Default::default()
+        };
         assert_eq!(evaluate(&c, &v()), Decision::Proceed { use_range: true });
-        let c = Conditions { if_modified_since: Some(&d), ..Default::default() };
+        let c = Conditions {
+            if_modified_since: Some(&d),
+            ..Default::default()
+        };
         assert_eq!(evaluate(&c, &v()), Decision::NotModified);
         let older = date(MOD - 1);
-        let c = Conditions { if_modified_since: Some(&older), ..Default::default() };
+        let c = Conditions {
+            if_modified_since: Some(&older),
+            ..Default::default()
+        };
         assert_eq!(evaluate(&c, &v()), Decision::Proceed { use_range: true });
-        let c = Conditions { if_modified_since: Some("nonsense"), ..Default::default() };
+        let c = Conditions {
+            if_modified_since: Some("nonsense"),
+            ..Default::default()
+        };
         assert_eq!(evaluate(&c, &v()), Decision::Proceed { use_range: true });
     }
 
     #[test]
     fn match_and_unmodified_since() {
-        let c = Conditions { if_match: Some(TAG), ..Default::default() };
+        let c = Conditions {
+            if_match: Some(TAG),
+            ..Default::default()
+        };
         assert_eq!(evaluate(&c, &v()), Decision::Proceed { use_range: true });
-        let c = Conditions { if_match: Some("W/\"abc\""), ..Default::default() };
+        let c = Conditions {
+            if_match: Some("W/\"abc\""),
+            ..Default::default()
+        };
         assert_eq!(evaluate(&c, &v()), Decision::PreconditionFailed);
-        let c = Conditions { if_match: Some("*"), ..Default::default() };
+        let c = Conditions {
+            if_match: Some("*"),
+            ..Default::default()
+        };
         assert_eq!(evaluate(&c, &v()), Decision::Proceed { use_range: true });
-        let c = Conditions { if_match: Some("\"zzz\""), ..Default::default() };
+        let c = Conditions {
+            if_match: Some("\"zzz\""),
+            ..Default::default()
+        };
         assert_eq!(evaluate(&c, &v()), Decision::PreconditionFailed);
         let older = date(MOD - 10);
-        let c = Conditions { if_unmodified_since: Some(&older), ..Default::default() };
+        let c = Conditions {
+            if_unmodified_since: Some(&older),
+            ..Default::default()
+        };
         assert_eq!(evaluate(&c, &v()), Decision::PreconditionFailed);
         let same = date(MOD);
-        let c = Conditions { if_unmodified_since: Some(&same), ..Default::default() };
+        let c = Conditions {
+            if_unmodified_since: Some(&same),
+            ..Default::default()
+        };
         assert_eq!(evaluate(&c, &v()), Decision::Proceed { use_range: true });
     }
 
     #[test]
     fn if_range() {
-        let c = Conditions { if_range: Some(TAG), ..Default::default() };
+        let c = Conditions {
+            if_range: Some(TAG),
+            ..Default::default()
+        };
         assert_eq!(evaluate(&c, &v()), Decision::Proceed { use_range: true });
-        let c = Conditions { if_range: Some("W/\"abc\""), ..Default::default() };
+        let c = Conditions {
+            if_range: Some("W/\"abc\""),
+            ..Default::default()
+        };
         assert_eq!(evaluate(&c, &v()), Decision::Proceed { use_range: false });
-        let c = Conditions { if_range: Some("\"old\""), ..Default::default() };
+        let c = Conditions {
+            if_range: Some("\"old\""),
+            ..Default::default()
+        };
         assert_eq!(evaluate(&c, &v()), Decision::Proceed { use_range: false });
         let d = date(MOD);
-        let c = Conditions { if_range: Some(&d), ..Default::default() };
+        let c = Conditions {
+            if_range: Some(&d),
+            ..Default::default()
+        };
         assert_eq!(evaluate(&c, &v()), Decision::Proceed { use_range: true });
         let d = date(MOD + 1);
-        let c = Conditions { if_range: Some(&d), ..Default::default() };
+        let c = Conditions {
+            if_range: Some(&d),
+            ..Default::default()
+        };
         assert_eq!(evaluate(&c, &v()), Decision::Proceed { use_range: false });
-        let no_date = Validators { etag: Some(TAG), last_modified: None };
-        let c = Conditions { if_range: Some(&d), ..Default::default() };
-        assert_eq!(evaluate(&c, &no_date), Decision::Proceed { use_range: false });
+        let no_date = Validators {
+            etag: Some(TAG),
+            last_modified: None,
+        };
+        let c = Conditions {
+            if_range: Some(&d),
+            ..Default::default()
+        };
+        assert_eq!(
+            evaluate(&c, &no_date),
+            Decision::Proceed { use_range: false }
+        );
     }
 }

@@ -17,7 +17,11 @@ pub enum Mode {
 
 /// Every flag can also come from `SVDM_<UPPER_SNAKE>` so the controller can template the pod through env.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "svdm-exporter", version, about = "Serves one volume read-only over HTTPS")]
+#[command(
+    name = "svdm-exporter",
+    version,
+    about = "Serves one volume read-only over HTTPS"
+)]
 pub struct Config {
     #[arg(long, env = "SVDM_MODE", value_enum)]
     pub mode: Mode,
@@ -68,13 +72,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(format!("invalid duration {s:?}: expected a number"));
         }
-        let value: u64 = rest[..digits].parse().map_err(|_| format!("invalid duration {s:?}"))?;
+        let value: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let part = match unit {
@@ -82,7 +92,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "s" => Duration::from_secs(value),
             "m" => Duration::from_secs(value.saturating_mul(60)),
             "h" => Duration::from_secs(value.saturating_mul(3600)),
-            _ => return Err(format!("invalid duration {s:?}: unit must be ms, s, m or h")),
+            _ => {
+                return Err(format!(
+                    "invalid duration {s:?}: unit must be ms, s, m or h"
+                ));
+            }
         };
         total = total.saturating_add(part);
     }

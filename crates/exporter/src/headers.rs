@@ -5,15 +5,26 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
 /// `Content-Disposition` per RFC 6266: a quoted ASCII fallback, plus `filename*` whenever the real name
 /// cannot travel in the quoted form unchanged (non-ASCII, controls, quotes).
 pub fn content_disposition(name: &[u8]) -> String {
-    let plain = name.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' && b != b'%');
+    let plain = name
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' && b != b'%');
     let fallback: String = name
         .iter()
-        .map(|&b| if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' { b as char } else { '_' })
+        .map(|&b| {
+            if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
+                b as char
+            } else {
+                '_'
+            }
+        })
         .collect();
     if plain {
         format!("attachment; filename=\"{fallback}\"")
     } else {
-        format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{}", percent_encode(name, ATTR_CHAR))
+        format!(
+            "attachment; filename=\"{fallback}\"; filename*=UTF-8''{}",
+            percent_encode(name, ATTR_CHAR)
+        )
     }
 }
 
@@ -64,7 +75,10 @@ mod tests {
 
     #[test]
     fn disposition() {
-        assert_eq!(content_disposition(b"a.txt"), "attachment; filename=\"a.txt\"");
+        assert_eq!(
+            content_disposition(b"a.txt"),
+            "attachment; filename=\"a.txt\""
+        );
         assert_eq!(
             content_disposition("é x.txt".as_bytes()),
             "attachment; filename=\"__ x.txt\"; filename*=UTF-8''%C3%A9%20x.txt"
@@ -82,7 +96,10 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(content_type_for(b"x.json"), "application/json");
-        assert_eq!(content_type_for(b"x.unknownext"), "application/octet-stream");
+        assert_eq!(
+            content_type_for(b"x.unknownext"),
+            "application/octet-stream"
+        );
         assert_eq!(content_type_for(b"noext"), "application/octet-stream");
         assert_ne!(file_etag(1, 2, 3, 4, 5), file_etag(1, 2, 3, 4, 6));
     }

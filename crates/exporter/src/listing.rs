@@ -75,7 +75,12 @@ struct Attributes {
 
 /// Appends one item; `first` decides the separator. `dir_uri` is the escaped root-relative directory
 /// path ending in `/` (empty for the root).
-pub fn encode_item(out: &mut Vec<u8>, dir_uri: &str, e: &EntryInfo, first: bool) -> Result<(), serde_json::Error> {
+pub fn encode_item(
+    out: &mut Vec<u8>,
+    dir_uri: &str,
+    e: &EntryInfo,
+    first: bool,
+) -> Result<(), serde_json::Error> {
     if !first {
         out.extend_from_slice(b",\n");
     }
@@ -116,14 +121,25 @@ mod tests {
             gid: 2,
             mtime: 0,
             size: if kind == Kind::File { Some(5) } else { None },
-            target: if kind == Kind::Link { Some(b"/t".to_vec()) } else { None },
+            target: if kind == Kind::Link {
+                Some(b"/t".to_vec())
+            } else {
+                None
+            },
         }
     }
 
     #[test]
     fn document_shape() {
         let mut out = HEAD.to_vec();
-        for (i, e) in [entry("items", Kind::File), entry("d ir", Kind::Dir), entry("l", Kind::Link)].iter().enumerate() {
+        for (i, e) in [
+            entry("items", Kind::File),
+            entry("d ir", Kind::Dir),
+            entry("l", Kind::Link),
+        ]
+        .iter()
+        .enumerate()
+        {
             encode_item(&mut out, "sub/", e, i == 0).unwrap_or_default();
         }
         out.extend_from_slice(TAIL);
@@ -145,6 +161,9 @@ mod tests {
         assert_eq!(first, text.find("\"items\":[").unwrap_or(0));
         // Item key order: name, type, uri first.
         let item = text.lines().nth(1).unwrap_or_default();
-        assert!(item.starts_with("{\"name\":\"items\",\"type\":\"file\",\"uri\":"), "{item}");
+        assert!(
+            item.starts_with("{\"name\":\"items\",\"type\":\"file\",\"uri\":"),
+            "{item}"
+        );
     }
 }

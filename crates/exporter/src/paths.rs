@@ -37,7 +37,10 @@ pub struct VolumePath {
 
 impl VolumePath {
     pub fn root() -> Self {
-        VolumePath { segments: Vec::new(), trailing_slash: true }
+        VolumePath {
+            segments: Vec::new(),
+            trailing_slash: true,
+        }
     }
 
     pub fn segments(&self) -> &[Vec<u8>] {
@@ -121,7 +124,10 @@ pub fn parse_volume_path(raw: &str) -> Result<VolumePath, PathError> {
         }
         segments.push(seg);
     }
-    Ok(VolumePath { segments, trailing_slash })
+    Ok(VolumePath {
+        segments,
+        trailing_slash,
+    })
 }
 
 /// Decodes `%XX` escapes; unlike lenient decoders, a stray `%` is an error rather than a literal, because

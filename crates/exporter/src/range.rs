@@ -10,7 +10,12 @@ pub struct ByteRange {
 
 impl ByteRange {
     pub fn content_range(&self, size: u64) -> String {
-        format!("bytes {}-{}/{}", self.start, self.start + self.length - 1, size)
+        format!(
+            "bytes {}-{}/{}",
+            self.start,
+            self.start + self.length - 1,
+            size
+        )
     }
 }
 
@@ -53,7 +58,10 @@ pub fn parse_range(header: &str, size: u64) -> Result<Vec<ByteRange>, RangeError
                 no_overlap = true;
                 continue;
             }
-            ranges.push(ByteRange { start: size - n, length: n });
+            ranges.push(ByteRange {
+                start: size - n,
+                length: n,
+            });
             continue;
         }
         let first = parse_u64(start)?;
@@ -77,7 +85,10 @@ pub fn parse_range(header: &str, size: u64) -> Result<Vec<ByteRange>, RangeError
             }
             last.min(size - 1) - first + 1
         };
-        ranges.push(ByteRange { start: first, length });
+        ranges.push(ByteRange {
+            start: first,
+            length,
+        });
     }
     if no_overlap && ranges.is_empty() {
         return Err(RangeError::NoOverlap);
@@ -116,7 +127,9 @@ pub fn plan(range_header: Option<&str>, size: u64) -> RangePlan {
         Err(RangeError::Invalid) => RangePlan::Invalid,
         Err(RangeError::NoOverlap) => RangePlan::Unsatisfiable,
         Ok(ranges) => {
-            let sum = ranges.iter().fold(0u64, |acc, r| acc.saturating_add(r.length));
+            let sum = ranges
+                .iter()
+                .fold(0u64, |acc, r| acc.saturating_add(r.length));
             if ranges.is_empty() || sum > size || ranges.len() > MAX_RANGES {
                 RangePlan::Full
             } else if ranges.len() == 1 {
@@ -139,7 +152,12 @@ pub struct MultipartLayout {
 }
 
 /// Frames parts the way Go's `mime/multipart` writer does (headers sorted, CRLF line ends).
-pub fn multipart_layout(ranges: &[ByteRange], size: u64, part_type: &str, boundary: &str) -> MultipartLayout {
+pub fn multipart_layout(
+    ranges: &[ByteRange],
+    size: u64,
+    part_type: &str,
+    boundary: &str,
+) -> MultipartLayout {
     let mut parts = Vec::with_capacity(ranges.len());
     let mut total = 0u64;
     for (i, r) in ranges.iter().enumerate() {
@@ -178,17 +196,36 @@ mod tests {
         assert_eq!(parse_range("bytes=-3", size), Ok(vec![r(7, 3)]));
         assert_eq!(parse_range("bytes=-30", size), Ok(vec![r(0, 10)]));
         assert_eq!(parse_range("bytes=5-100", size), Ok(vec![r(5, 5)]));
-        assert_eq!(parse_range("bytes= 0-0 , 9-9 ", size), Ok(vec![r(0, 1), r(9, 1)]));
+        assert_eq!(
+            parse_range("bytes= 0-0 , 9-9 ", size),
+            Ok(vec![r(0, 1), r(9, 1)])
+        );
         assert_eq!(parse_range("bytes=0-1,,", size), Ok(vec![r(0, 2)]));
         assert_eq!(parse_range("bytes=", size), Ok(vec![]));
         assert_eq!(parse_range("bytes=10-", size), Err(RangeError::NoOverlap));
-        assert_eq!(parse_range("bytes=10-20,30-", size), Err(RangeError::NoOverlap));
+        assert_eq!(
+            parse_range("bytes=10-20,30-", size),
+            Err(RangeError::NoOverlap)
+        );
         assert_eq!(parse_range("bytes=-0", size), Err(RangeError::NoOverlap));
         assert_eq!(parse_range("bytes=10-20,0-1", size), Ok(vec![r(0, 2)]));
-        for bad in ["items=0-1", "bytes=5-4", "bytes=a-b", "bytes=-", "bytes=--1", "bytes=0", "bytes=-1-2", "bytes=+1-2", "bytes=1-+2"] {
+        for bad in [
+            "items=0-1",
+            "bytes=5-4",
+            "bytes=a-b",
+            "bytes=-",
+            "bytes=--1",
+            "bytes=0",
+            "bytes=-1-2",
+            "bytes=+1-2",
+            "bytes=1-+2",
+        ] {
             assert_eq!(parse_range(bad, size), Err(RangeError::Invalid), "{bad}");
         }
-        assert_eq!(parse_range("bytes=0-99999999999999999999", size), Err(RangeError::Invalid));
+        assert_eq!(
+            parse_range("bytes=0-99999999999999999999", size),
+            Err(RangeError::Invalid)
+        );
     }
 
     #[test]
@@ -196,13 +233,19 @@ mod tests {
         assert_eq!(plan(None, 10), RangePlan::Full);
         assert_eq!(plan(Some("bytes=0-0"), 0), RangePlan::Full);
         assert_eq!(plan(Some("bytes=0-0"), 10), RangePlan::Single(r(0, 1)));
-        assert_eq!(plan(Some("bytes=0-0,2-3"), 10), RangePlan::Multi(vec![r(0, 1), r(2, 2)]));
+        assert_eq!(
+            plan(Some("bytes=0-0,2-3"), 10),
+            RangePlan::Multi(vec![r(0, 1), r(2, 2)])
+        );
         // Overlapping ranges summing past the size are ignored (anti-abuse, as Go does).
         assert_eq!(plan(Some("bytes=0-9,0-9"), 10), RangePlan::Full);
         assert_eq!(plan(Some("bytes=20-"), 10), RangePlan::Unsatisfiable);
         assert_eq!(plan(Some("bytes=x"), 10), RangePlan::Invalid);
         let many: Vec<String> = (0..300).map(|i| format!("{i}-{i}")).collect();
-        assert_eq!(plan(Some(&format!("bytes={}", many.join(","))), 1000), RangePlan::Full);
+        assert_eq!(
+            plan(Some(&format!("bytes={}", many.join(","))), 1000),
+            RangePlan::Full
+        );
     }
 
     #[test]
@@ -213,7 +256,9 @@ mod tests {
         let data = b"0123456789";
         for (head, range) in &l.parts {
             body.extend_from_slice(head);
-            body.extend_from_slice(&data[range.start as usize..(range.start + range.length) as usize]);
+            body.extend_from_slice(
+                &data[range.start as usize..(range.start + range.length) as usize],
+            );
         }
         body.extend_from_slice(&l.trailer);
         assert_eq!(body.len() as u64, l.total_length);

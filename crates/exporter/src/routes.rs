@@ -101,7 +101,8 @@ mod tests {
     #[test]
     fn queries() {
         assert_eq!(parse_query(""), Ok(FileQuery::default()));
-        let q = parse_query("attribute=hash.md5&attribute=hash.sha256&attribute=stat").unwrap_or_default();
+        let q = parse_query("attribute=hash.md5&attribute=hash.sha256&attribute=stat")
+            .unwrap_or_default();
         assert!(q.md5 && q.sha256 && !q.tar);
         assert!(parse_query("format=tar").unwrap_or_default().tar);
         assert!(parse_query("attribute=hash.crc").is_err());

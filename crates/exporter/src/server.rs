@@ -69,7 +69,11 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into(), headers: Vec::new() }
+        ApiError {
+            status,
+            message: message.into(),
+            headers: Vec::new(),
+        }
     }
 
     fn bad_request(message: impl Into<String>) -> ApiError {
@@ -93,37 +97,47 @@ impl ApiError {
         let p = path.display();
         match e {
             VolumeError::NotFound => ApiError::new(StatusCode::NOT_FOUND, format!("{p} not found")),
-            VolumeError::Loop => {
-                ApiError::bad_request(format!("{p}: too many levels of symbolic links (is there a symlink loop?)"))
+            VolumeError::Loop => ApiError::bad_request(format!(
+                "{p}: too many levels of symbolic links (is there a symlink loop?)"
+            )),
+            VolumeError::PermissionDenied => ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("{p}: the exporter has no permission to read it"),
+            ),
+            VolumeError::NameTooLong => {
+                ApiError::new(StatusCode::URI_TOO_LONG, format!("{p}: name too long"))
             }
-            VolumeError::PermissionDenied => {
-                ApiError::new(StatusCode::FORBIDDEN, format!("{p}: the exporter has no permission to read it"))
-            }
-            VolumeError::NameTooLong => ApiError::new(StatusCode::URI_TOO_LONG, format!("{p}: name too long")),
-            VolumeError::Changed => ApiError::new(StatusCode::CONFLICT, format!("{p} changed while being opened; retry"))
-                .with_header(header::RETRY_AFTER, "1"),
+            VolumeError::Changed => ApiError::new(
+                StatusCode::CONFLICT,
+                format!("{p} changed while being opened; retry"),
+            )
+            .with_header(header::RETRY_AFTER, "1"),
             VolumeError::Io(err) => {
                 log::error!("I/O error on {p}: {err}");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("I/O error reading {p}"))
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("I/O error reading {p}"),
+                )
             }
         }
     }
 
     fn from_auth(e: AuthError) -> ApiError {
         match e {
-            AuthError::Unauthenticated(m) => {
-                ApiError::new(StatusCode::UNAUTHORIZED, m).with_header(header::WWW_AUTHENTICATE, REALM_CHALLENGE)
-            }
+            AuthError::Unauthenticated(m) => ApiError::new(StatusCode::UNAUTHORIZED, m)
+                .with_header(header::WWW_AUTHENTICATE, REALM_CHALLENGE),
             AuthError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, m),
-            AuthError::Unavailable(m) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m).with_header(header::RETRY_AFTER, "5")
-            }
+            AuthError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m)
+                .with_header(header::RETRY_AFTER, "5"),
         }
     }
 
     fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {
         log::error!("{what}: {e}");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {what}"))
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error: {what}"),
+        )
     }
 }
 
@@ -145,7 +159,11 @@ struct Reply {
 
 impl Reply {
     fn new(status: StatusCode) -> Reply {
-        Reply { builder: HttpResponse::build(status), status, body: Body::Empty }
+        Reply {
+            builder: HttpResponse::build(status),
+            status,
+            body: Body::Empty,
+        }
     }
 
     fn header(mut self, name: HeaderName, value: impl AsRef<str>) -> Reply {
@@ -168,8 +186,12 @@ impl Reply {
     }
 
     fn from_error(e: ApiError) -> Reply {
-        let mut r = Reply::text(e.status, "text/plain; charset=utf-8", format!("{}\n", e.message))
-            .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+        let mut r = Reply::text(
+            e.status,
+            "text/plain; charset=utf-8",
+            format!("{}\n", e.message),
+        )
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
         for (k, v) in e.headers {
             r = r.header(k, v);
         }
@@ -196,8 +218,18 @@ pub async fn handle(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
     finish(&req, &state, reply, log, authenticated)
 }
 
-fn finish(req: &HttpRequest, state: &State, reply: Reply, mut log: AccessLog, authenticated: bool) -> HttpResponse {
-    let Reply { mut builder, status, body } = reply;
+fn finish(
+    req: &HttpRequest,
+    state: &State,
+    reply: Reply,
+    mut log: AccessLog,
+    authenticated: bool,
+) -> HttpResponse {
+    let Reply {
+        mut builder,
+        status,
+        body,
+    } = reply;
     log.status = status.as_u16();
     state.metrics.request(req.method().as_str(), log.status);
     let success = authenticated && status.as_u16() < 400;
@@ -221,10 +253,16 @@ fn finish(req: &HttpRequest, state: &State, reply: Reply, mut log: AccessLog, au
             if head {
                 log.completed = true;
                 log.write();
-                builder.body(SizedStream::new(len, stream::empty::<Result<Bytes, io::Error>>()))
+                builder.body(SizedStream::new(
+                    len,
+                    stream::empty::<Result<Bytes, io::Error>>(),
+                ))
             } else {
                 let activity = success.then(|| state.activity.clone());
-                builder.body(SizedStream::new(len, Metered::new(stream, state.metrics.clone(), activity, log)))
+                builder.body(SizedStream::new(
+                    len,
+                    Metered::new(stream, state.metrics.clone(), activity, log),
+                ))
             }
         }
         Body::Chunked(stream) => {
@@ -234,7 +272,12 @@ fn finish(req: &HttpRequest, state: &State, reply: Reply, mut log: AccessLog, au
                 builder.body(BodyStream::new(stream::empty::<Result<Bytes, io::Error>>()))
             } else {
                 let activity = success.then(|| state.activity.clone());
-                builder.body(BodyStream::new(Metered::new(stream, state.metrics.clone(), activity, log)))
+                builder.body(BodyStream::new(Metered::new(
+                    stream,
+                    state.metrics.clone(),
+                    activity,
+                    log,
+                )))
             }
         }
     }
@@ -255,20 +298,37 @@ async fn dispatch(
         ));
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD are supported")
-            .with_header(header::ALLOW, "GET, HEAD"));
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET and HEAD are supported",
+        )
+        .with_header(header::ALLOW, "GET, HEAD"));
     }
     match r {
-        Route::Healthz => return Ok(Reply::text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into())),
+        Route::Healthz => {
+            return Ok(Reply::text(
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                "ok\n".into(),
+            ));
+        }
         Route::Readyz => {
             let ready = match &state.source {
                 Source::Filesystem(fs) => fs.is_healthy(),
                 Source::Block(b) => b.size().is_ok(),
             };
             return Ok(if ready {
-                Reply::text(StatusCode::OK, "text/plain; charset=utf-8", "ready\n".into())
+                Reply::text(
+                    StatusCode::OK,
+                    "text/plain; charset=utf-8",
+                    "ready\n".into(),
+                )
             } else {
-                Reply::text(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", "volume unavailable\n".into())
+                Reply::text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain; charset=utf-8",
+                    "volume unavailable\n".into(),
+                )
             });
         }
         Route::Metrics => {
@@ -281,14 +341,23 @@ async fn dispatch(
         _ => {}
     }
 
-    let authorization = req.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
     let peer = req.conn_data::<PeerCert>();
-    let identity = state.auth.check(authorization, peer).await.map_err(ApiError::from_auth)?;
+    let identity = state
+        .auth
+        .check(authorization, peer)
+        .await
+        .map_err(ApiError::from_auth)?;
     log.user = identity.username;
     *authenticated = true;
 
     match (r, &state.source) {
-        (Route::Files(rest), Source::Filesystem(fs)) => serve_files(req, state, fs.clone(), rest).await,
+        (Route::Files(rest), Source::Filesystem(fs)) => {
+            serve_files(req, state, fs.clone(), rest).await
+        }
         (Route::Block(rest), Source::Block(b)) => serve_block(req, b.clone(), rest).await,
         (Route::Files(_), Source::Block(_)) => Err(ApiError::bad_request(
             "VolumeMode: Block. Not supported downloading files. Use /api/v1/block",
@@ -300,19 +369,40 @@ async fn dispatch(
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal("blocking task failed", e))
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal("blocking task failed", e))
 }
 
 fn attribute_headers(mut r: Reply, meta: &Meta, kind: &str) -> Reply {
     r = r.header(HeaderName::from_static("x-type"), kind);
-    r = r.header(HeaderName::from_static("x-attribute-modtime"), rfc3339(meta.mtime));
-    r = r.header(HeaderName::from_static("x-attribute-uid"), meta.uid.to_string());
-    r = r.header(HeaderName::from_static("x-attribute-gid"), meta.gid.to_string());
-    r.header(HeaderName::from_static("x-attribute-permissions"), permissions(meta.mode))
+    r = r.header(
+        HeaderName::from_static("x-attribute-modtime"),
+        rfc3339(meta.mtime),
+    );
+    r = r.header(
+        HeaderName::from_static("x-attribute-uid"),
+        meta.uid.to_string(),
+    );
+    r = r.header(
+        HeaderName::from_static("x-attribute-gid"),
+        meta.gid.to_string(),
+    );
+    r.header(
+        HeaderName::from_static("x-attribute-permissions"),
+        permissions(meta.mode),
+    )
 }
 
-async fn serve_files(req: &HttpRequest, state: &State, fs: Arc<FsVolume>, rest: &str) -> Result<Reply, ApiError> {
+async fn serve_files(
+    req: &HttpRequest,
+    state: &State,
+    fs: Arc<FsVolume>,
+    rest: &str,
+) -> Result<Reply, ApiError> {
     let vp = parse_volume_path(rest).map_err(ApiError::from_path)?;
     let query = parse_query(req.query_string()).map_err(ApiError::bad_request)?;
     let resolved = {
@@ -360,7 +450,12 @@ async fn serve_files(req: &HttpRequest, state: &State, fs: Arc<FsVolume>, rest: 
     }
 }
 
-fn hash_file(file: &File, size: u64, md5: bool, sha256: bool) -> io::Result<(Option<String>, Option<String>)> {
+fn hash_file(
+    file: &File,
+    size: u64,
+    md5: bool,
+    sha256: bool,
+) -> io::Result<(Option<String>, Option<String>)> {
     let mut m = md5.then(md5::Md5::new);
     let mut s = sha256.then(sha2::Sha256::new);
     let mut buf = vec![0u8; 1024 * 1024];
@@ -380,7 +475,10 @@ fn hash_file(file: &File, size: u64, md5: bool, sha256: bool) -> io::Result<(Opt
         }
         off += n as u64;
     }
-    Ok((m.map(|m| hex::encode(m.finalize())), s.map(|s| hex::encode(s.finalize()))))
+    Ok((
+        m.map(|m| hex::encode(m.finalize())),
+        s.map(|s| hex::encode(s.finalize())),
+    ))
 }
 
 async fn serve_file(
@@ -437,7 +535,12 @@ fn boundary() -> String {
 }
 
 /// Conditional requests and ranges over a positional-read source, as Go's `http.ServeContent`.
-fn content(req: &HttpRequest, mut r: Reply, info: ContentInfo, file: Arc<File>) -> Result<Reply, ApiError> {
+fn content(
+    req: &HttpRequest,
+    mut r: Reply,
+    info: ContentInfo,
+    file: Arc<File>,
+) -> Result<Reply, ApiError> {
     let h = |name: HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
     let conditions = Conditions {
         if_match: h(header::IF_MATCH),
@@ -446,8 +549,13 @@ fn content(req: &HttpRequest, mut r: Reply, info: ContentInfo, file: Arc<File>) 
         if_modified_since: h(header::IF_MODIFIED_SINCE),
         if_range: h(header::IF_RANGE),
     };
-    let validators = Validators { etag: Some(&info.etag), last_modified: info.last_modified };
-    r = r.header(header::ETAG, &info.etag).header(header::ACCEPT_RANGES, "bytes");
+    let validators = Validators {
+        etag: Some(&info.etag),
+        last_modified: info.last_modified,
+    };
+    r = r
+        .header(header::ETAG, &info.etag)
+        .header(header::ACCEPT_RANGES, "bytes");
     let decision = evaluate(&conditions, &validators);
     if decision == Decision::NotModified {
         // As Go: a 304 keeps the validator but drops Last-Modified when an ETag exists.
@@ -457,14 +565,22 @@ fn content(req: &HttpRequest, mut r: Reply, info: ContentInfo, file: Arc<File>) 
         r = r.header(header::LAST_MODIFIED, format_http_date(lm));
     }
     let Decision::Proceed { use_range } = decision else {
-        return Err(ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition failed"));
+        return Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition failed",
+        ));
     };
     r = r.header(header::CONTENT_DISPOSITION, &info.disposition);
-    let range_header = if use_range { req.headers().get(header::RANGE) } else { None };
+    let range_header = if use_range {
+        req.headers().get(header::RANGE)
+    } else {
+        None
+    };
     let range_text = match range_header {
-        Some(v) => Some(v.to_str().map_err(|_| {
-            ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "invalid range")
-        })?),
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "invalid range"))?,
+        ),
         None => None,
     };
     let size = info.size;
@@ -484,14 +600,22 @@ fn content(req: &HttpRequest, mut r: Reply, info: ContentInfo, file: Arc<File>) 
         }
         RangePlan::Multi(ranges) => {
             let layout = multipart_layout(&ranges, size, &info.content_type, &boundary());
-            r = r.status(StatusCode::PARTIAL_CONTENT).header(header::CONTENT_TYPE, &layout.content_type);
+            r = r
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(header::CONTENT_TYPE, &layout.content_type);
             let total = layout.total_length;
             r.body = Body::Sized(total, multipart(file, layout));
             Ok(r)
         }
-        RangePlan::Unsatisfiable => Err(ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "requested range not satisfiable")
-            .with_header(header::CONTENT_RANGE, format!("bytes */{size}"))),
-        RangePlan::Invalid => Err(ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "invalid range")),
+        RangePlan::Unsatisfiable => Err(ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "requested range not satisfiable",
+        )
+        .with_header(header::CONTENT_RANGE, format!("bytes */{size}"))),
+        RangePlan::Invalid => Err(ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "invalid range",
+        )),
     }
 }
 
@@ -520,7 +644,10 @@ fn serve_listing(
         async move {
             let (mut reader, mut first, started) = state?;
             if !started {
-                return Some((Ok(Bytes::from_static(listing::HEAD)), Some((reader, first, true))));
+                return Some((
+                    Ok(Bytes::from_static(listing::HEAD)),
+                    Some((reader, first, true)),
+                ));
             }
             let batch = tokio::task::spawn_blocking(move || {
                 let mut buf = Vec::with_capacity(LISTING_BATCH_BYTES + 1024);
@@ -536,7 +663,11 @@ fn serve_listing(
                                 first = false;
                             }
                         }
-                        Some(Err(e)) => return Err(io::Error::other(format!("reading directory {shown}: {e}"))),
+                        Some(Err(e)) => {
+                            return Err(io::Error::other(format!(
+                                "reading directory {shown}: {e}"
+                            )));
+                        }
                     }
                 }
                 if done {
@@ -546,9 +677,14 @@ fn serve_listing(
             })
             .await;
             match batch {
-                Ok(Ok((reader, buf, first, done))) => {
-                    Some((Ok(Bytes::from(buf)), if done { None } else { Some((reader, first, true)) }))
-                }
+                Ok(Ok((reader, buf, first, done))) => Some((
+                    Ok(Bytes::from(buf)),
+                    if done {
+                        None
+                    } else {
+                        Some((reader, first, true))
+                    },
+                )),
                 Ok(Err(e)) => Some((Err(e), None)),
                 Err(e) => Some((Err(io::Error::other(e)), None)),
             }
@@ -589,18 +725,28 @@ fn serve_tar(
             let _ = tx.blocking_send(Err(e));
         }
     });
-    let body = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let body = stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
     r.body = Body::Chunked(Box::pin(body));
     Ok(r)
 }
 
-async fn serve_block(req: &HttpRequest, blk: Arc<BlockVolume>, rest: &str) -> Result<Reply, ApiError> {
+async fn serve_block(
+    req: &HttpRequest,
+    blk: Arc<BlockVolume>,
+    rest: &str,
+) -> Result<Reply, ApiError> {
     if !rest.is_empty() && rest != "/" {
-        return Err(ApiError::bad_request("the block endpoint has no sub-paths; use /api/v1/block"));
+        return Err(ApiError::bad_request(
+            "the block endpoint has no sub-paths; use /api/v1/block",
+        ));
     }
     let size = {
         let blk = blk.clone();
-        blocking(move || blk.size()).await?.map_err(|e| ApiError::internal("cannot read the device size", e))?
+        blocking(move || blk.size())
+            .await?
+            .map_err(|e| ApiError::internal("cannot read the device size", e))?
     };
     let r = Reply::new(StatusCode::OK);
     let info = ContentInfo {
@@ -615,11 +761,14 @@ async fn serve_block(req: &HttpRequest, blk: Arc<BlockVolume>, rest: &str) -> Re
 
 fn init_source(cfg: &Config) -> anyhow::Result<Source> {
     Ok(match cfg.mode {
-        Mode::Filesystem => Source::Filesystem(Arc::new(
-            FsVolume::open(&cfg.source).with_context(|| format!("cannot open source directory {}", cfg.source.display()))?,
-        )),
+        Mode::Filesystem => {
+            Source::Filesystem(Arc::new(FsVolume::open(&cfg.source).with_context(
+                || format!("cannot open source directory {}", cfg.source.display()),
+            )?))
+        }
         Mode::Block => Source::Block(Arc::new(
-            BlockVolume::open(&cfg.source).with_context(|| format!("cannot open source device {}", cfg.source.display()))?,
+            BlockVolume::open(&cfg.source)
+                .with_context(|| format!("cannot open source device {}", cfg.source.display()))?,
         )),
     })
 }
@@ -639,7 +788,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         Err(e) => return Err(anyhow::anyhow!("cannot create the Kubernetes client: {e}")),
     };
     if cfg.no_auth {
-        log::warn!("!!! --no-auth: EVERY REQUEST IS SERVED WITHOUT AUTHENTICATION. Benchmarks and tests only. !!!");
+        log::warn!(
+            "!!! --no-auth: EVERY REQUEST IS SERVED WITHOUT AUTHENTICATION. Benchmarks and tests only. !!!"
+        );
     }
     let auth = Auth::new(
         if cfg.no_auth { None } else { client.clone() },
@@ -650,7 +801,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     );
     match (&client, &cfg.lease_namespace, &cfg.lease_name) {
         (Some(c), Some(ns), Some(name)) => {
-            let holder = std::env::var("POD_NAME").unwrap_or_else(|_| format!("svdm-exporter-{}", cfg.export_name));
+            let holder = std::env::var("POD_NAME")
+                .unwrap_or_else(|_| format!("svdm-exporter-{}", cfg.export_name));
             actix_web::rt::spawn(renew_lease(
                 activity.clone(),
                 c.clone(),
@@ -660,10 +812,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 cfg.activity_interval,
             ));
         }
-        _ => log::warn!("no lease configured (--lease-namespace/--lease-name); activity is not reported"),
+        _ => log::warn!(
+            "no lease configured (--lease-namespace/--lease-name); activity is not reported"
+        ),
     }
 
-    let files = TlsFiles { cert: cfg.tls_cert.clone(), key: cfg.tls_key.clone(), client_ca: cfg.client_ca.clone() };
+    let files = TlsFiles {
+        cert: cfg.tls_cert.clone(),
+        key: cfg.tls_key.clone(),
+        client_ca: cfg.client_ca.clone(),
+    };
     let tls = TlsReloader::new(files).context("cannot load TLS certificate")?;
     actix_web::rt::spawn(tls.clone().watch(Duration::from_secs(2)));
     let acceptor = tls.acceptor().context("cannot build TLS acceptor")?;
@@ -680,11 +838,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(SocketAddr::new(cfg.address, cfg.port))
         .with_context(|| format!("cannot listen on {}:{}", cfg.address, cfg.port))?;
     let local = listener.local_addr()?;
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 4);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 4);
     let server = actix_server::Server::build()
         .workers(workers)
         .listen("svdm-exporter", listener, move || {
-            let app = App::new().app_data(state.clone()).default_service(web::to(handle));
+            let app = App::new()
+                .app_data(state.clone())
+                .default_service(web::to(handle));
             HttpService::build()
                 .keep_alive(KeepAlive::Timeout(KEEP_ALIVE))
                 .client_request_timeout(REQUEST_HEAD_TIMEOUT)
@@ -698,7 +861,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 .openssl(acceptor.clone())
         })?
         .run();
-    log::info!("listening on {local} (mode {:?}, export {}/{})", cfg.mode, cfg.export_namespace, cfg.export_name);
+    log::info!(
+        "listening on {local} (mode {:?}, export {}/{})",
+        cfg.mode,
+        cfg.export_namespace,
+        cfg.export_name
+    );
     server.await?;
     Ok(())
 }

@@ -8,7 +8,11 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 /// Opens `path` relative to `root` with the kernel resolving every component as if `root` were `/`:
 /// `..` cannot climb above it and absolute symlinks land inside it. Magic links (`/proc/self/fd/…`) are
 /// refused outright since they could point anywhere.
-pub fn openat2_in_root(root: BorrowedFd<'_>, path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+pub fn openat2_in_root(
+    root: BorrowedFd<'_>,
+    path: &CStr,
+    flags: libc::c_int,
+) -> io::Result<OwnedFd> {
     // SAFETY: open_how is a plain C struct of integers; all-zero is a valid value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
@@ -33,7 +37,8 @@ pub fn openat2_in_root(root: BorrowedFd<'_>, path: &CStr, flags: libc::c_int) ->
             }
             return Err(err);
         }
-        let fd = RawFd::try_from(ret).map_err(|_| io::Error::other("openat2 returned an out-of-range fd"))?;
+        let fd = RawFd::try_from(ret)
+            .map_err(|_| io::Error::other("openat2 returned an out-of-range fd"))?;
         // SAFETY: a non-negative return from openat2 is a fresh fd that nothing else owns.
         return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
     }

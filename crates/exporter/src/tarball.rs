@@ -33,7 +33,10 @@ pub struct ChannelWriter {
 
 impl ChannelWriter {
     pub fn new(tx: mpsc::Sender<io::Result<Bytes>>) -> Self {
-        ChannelWriter { tx, buf: BytesMut::with_capacity(BUF) }
+        ChannelWriter {
+            tx,
+            buf: BytesMut::with_capacity(BUF),
+        }
     }
 
     fn send(&mut self) -> io::Result<()> {
@@ -74,8 +77,14 @@ impl<R: Read> Read for Exact<R> {
         if self.remaining == 0 {
             return Ok(0);
         }
-        let want = out.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
-        let n = if self.short { 0 } else { self.inner.read(&mut out[..want])? };
+        let want = out
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let n = if self.short {
+            0
+        } else {
+            self.inner.read(&mut out[..want])?
+        };
         let n = if n == 0 {
             self.short = true;
             out[..want].fill(0);
@@ -115,7 +124,11 @@ pub fn write_tree<W: Write>(dir: OwnedFd, out: W) -> io::Result<()> {
     // Depth-first with an explicit stack: deep trees must not overflow the thread's stack.
     let mut stack: Vec<(nix::dir::OwningIter, OwnedFd, Vec<u8>)> = Vec::new();
     let dup = dir.try_clone()?;
-    stack.push((Dir::from_fd(dir).map_err(io::Error::from)?.into_iter(), dup, Vec::new()));
+    stack.push((
+        Dir::from_fd(dir).map_err(io::Error::from)?.into_iter(),
+        dup,
+        Vec::new(),
+    ));
     while let Some((iter, dirfd, prefix)) = stack.last_mut() {
         let entry = match iter.next() {
             None => {
@@ -168,7 +181,11 @@ pub fn write_tree<W: Write>(dir: OwnedFd, out: W) -> io::Result<()> {
                 let fd = match openat(
                     &*dirfd,
                     name,
-                    OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+                    OFlag::O_RDONLY
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_NONBLOCK
+                        | OFlag::O_NOCTTY
+                        | OFlag::O_CLOEXEC,
                     Mode::empty(),
                 ) {
                     Ok(fd) => fd,
@@ -183,7 +200,11 @@ pub fn write_tree<W: Write>(dir: OwnedFd, out: W) -> io::Result<()> {
                     continue;
                 }
                 let mut h = header_for(&now, EntryType::Regular, now.size);
-                let mut reader = Exact { inner: File::from(fd), remaining: now.size, short: false };
+                let mut reader = Exact {
+                    inner: File::from(fd),
+                    remaining: now.size,
+                    short: false,
+                };
                 builder.append_data(&mut h, tar_path, &mut reader)?;
                 if reader.short {
                     skipped.push((path, "shrank while being archived; zero-padded".into()));

@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use openssl::nid::Nid;
 use openssl::ssl::{
-    ClientHelloResponse, SslAcceptor, SslAcceptorBuilder, SslContext, SslFiletype, SslMethod, SslRef, SslVerifyMode,
-    SslVersion,
+    ClientHelloResponse, SslAcceptor, SslAcceptorBuilder, SslContext, SslFiletype, SslMethod,
+    SslRef, SslVerifyMode, SslVersion,
 };
 use openssl::x509::X509Name;
 use openssl::x509::X509VerifyResult;
@@ -42,11 +42,23 @@ pub struct TlsFiles {
 /// Builds the whole server configuration from the files; used for the first context and every reload so
 /// they cannot drift apart (verification settings must match on the swapped-in context).
 fn builder(files: &TlsFiles) -> Result<SslAcceptorBuilder, TlsError> {
-    let mut b = ssl("TLS setup", SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()))?;
-    ssl("TLS setup", b.set_min_proto_version(Some(SslVersion::TLS1_2)))?;
+    let mut b = ssl(
+        "TLS setup",
+        SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()),
+    )?;
+    ssl(
+        "TLS setup",
+        b.set_min_proto_version(Some(SslVersion::TLS1_2)),
+    )?;
     ssl("certificate", b.set_certificate_chain_file(&files.cert))?;
-    ssl("private key", b.set_private_key_file(&files.key, SslFiletype::PEM))?;
-    ssl("private key does not match certificate", b.check_private_key())?;
+    ssl(
+        "private key",
+        b.set_private_key_file(&files.key, SslFiletype::PEM),
+    )?;
+    ssl(
+        "private key does not match certificate",
+        b.check_private_key(),
+    )?;
     ssl("TLS setup", b.set_session_id_context(b"svdm-exporter"))?;
     if let Some(ca) = &files.client_ca {
         ssl("client CA", b.set_ca_file(ca))?;
@@ -68,14 +80,24 @@ struct Fingerprint(Vec<(PathBuf, Option<SystemTime>, u64, u64)>);
 
 fn fingerprint(files: &TlsFiles) -> Fingerprint {
     let mut parts = Vec::new();
-    for p in [Some(&files.cert), Some(&files.key), files.client_ca.as_ref()].into_iter().flatten() {
+    for p in [
+        Some(&files.cert),
+        Some(&files.key),
+        files.client_ca.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
         // canonicalize follows the ..data symlink, so a Secret update changes the resolved path even
         // when mtimes collide.
         let real = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
         let meta = std::fs::metadata(&real).ok();
         let mtime = meta.as_ref().and_then(|m| m.modified().ok());
         let len = meta.as_ref().map(|m| m.len()).unwrap_or(0);
-        let ino = meta.as_ref().map(std::os::unix::fs::MetadataExt::ino).unwrap_or(0);
+        let ino = meta
+            .as_ref()
+            .map(std::os::unix::fs::MetadataExt::ino)
+            .unwrap_or(0);
         parts.push((real, mtime, len, ino));
     }
     Fingerprint(parts)
@@ -91,11 +113,18 @@ impl TlsReloader {
     pub fn new(files: TlsFiles) -> Result<Arc<TlsReloader>, TlsError> {
         let seen = fingerprint(&files);
         let ctx = build_context(&files)?;
-        Ok(Arc::new(TlsReloader { files, current: RwLock::new(ctx), seen: Mutex::new(seen) }))
+        Ok(Arc::new(TlsReloader {
+            files,
+            current: RwLock::new(ctx),
+            seen: Mutex::new(seen),
+        }))
     }
 
     fn current(&self) -> SslContext {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Reloads if the files changed; a broken update keeps the old certificate in service.
@@ -111,7 +140,9 @@ impl TlsReloader {
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = ctx;
                 log::info!("TLS certificate reloaded");
             }
-            Err(e) => log::warn!("TLS files changed but cannot be loaded, keeping the previous certificate: {e}"),
+            Err(e) => log::warn!(
+                "TLS files changed but cannot be loaded, keeping the previous certificate: {e}"
+            ),
         }
     }
 
@@ -153,7 +184,10 @@ pub fn peer_cert(ssl: &SslRef) -> Option<PeerCert> {
     };
     let cn = text(Nid::COMMONNAME).into_iter().next();
     match cn {
-        Some(cn) if !cn.is_empty() => Some(PeerCert::Verified { cn, orgs: text(Nid::ORGANIZATIONNAME) }),
+        Some(cn) if !cn.is_empty() => Some(PeerCert::Verified {
+            cn,
+            orgs: text(Nid::ORGANIZATIONNAME),
+        }),
         _ => Some(PeerCert::Rejected("certificate has no common name".into())),
     }
 }

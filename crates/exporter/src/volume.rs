@@ -111,8 +111,12 @@ pub struct FsVolume {
 
 impl FsVolume {
     pub fn open(path: &Path) -> io::Result<FsVolume> {
-        let root = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(io::Error::from)?;
+        let root = nix::fcntl::open(
+            path,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io::Error::from)?;
         Ok(FsVolume { root })
     }
 
@@ -186,8 +190,16 @@ impl DirReader {
     pub fn new(fd: OwnedFd, path: &VolumePath) -> Result<DirReader, VolumeError> {
         let dirfd = fd.try_clone()?;
         let dir = Dir::from_fd(fd)?;
-        let rel = if path.is_root() { Vec::new() } else { path.relative_bytes() };
-        Ok(DirReader { iter: dir.into_iter(), dirfd, rel })
+        let rel = if path.is_root() {
+            Vec::new()
+        } else {
+            path.relative_bytes()
+        };
+        Ok(DirReader {
+            iter: dir.into_iter(),
+            dirfd,
+            rel,
+        })
     }
 
     /// The next entry (lstat semantics), or `None` at the end. Entries that vanish between readdir and
@@ -223,7 +235,7 @@ impl DirReader {
             if kind == Kind::Link {
                 info.target = nix::fcntl::readlinkat(&self.dirfd, name)
                     .ok()
-                    .map(|t| std::os::unix::ffi::OsStringExt::into_vec(t));
+                    .map(std::os::unix::ffi::OsStringExt::into_vec);
                 let mut rel = self.rel.clone();
                 if !rel.is_empty() {
                     rel.push(b'/');

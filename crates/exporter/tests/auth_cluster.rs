@@ -27,13 +27,18 @@ where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
     let obj: K = serde_json::from_value(value).unwrap_or_else(|e| panic!("object: {e}"));
-    api.create(&PostParams::default(), &obj).await.unwrap_or_else(|e| panic!("create: {e}"))
+    api.create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("create: {e}"))
 }
 
 async fn token(client: &kube::Client, ns: &str, sa: &str) -> String {
     let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
     let tr = TokenRequest {
-        spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let out = api
@@ -70,7 +75,11 @@ fn sa_subject(ns: &str, name: &str) -> serde_json::Value {
 /// A kubeconfig for the exporter process that authenticates as its own ServiceAccount, as in a pod.
 fn exporter_kubeconfig(env: &Testenv, token: &str, dir: &std::path::Path) -> std::path::PathBuf {
     let kc = Kubeconfig::read_from(&env.admin_kubeconfig).unwrap_or_else(|e| panic!("{e}"));
-    let cluster = kc.clusters.first().and_then(|c| c.cluster.clone()).unwrap_or_else(|| panic!("no cluster"));
+    let cluster = kc
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.clone())
+        .unwrap_or_else(|| panic!("no cluster"));
     let server = cluster.server.unwrap_or_default();
     let ca = cluster.certificate_authority_data.unwrap_or_default();
     let text = format!(
@@ -84,18 +93,38 @@ fn exporter_kubeconfig(env: &Testenv, token: &str, dir: &std::path::Path) -> std
 async fn renew_time(leases: &Api<Lease>) -> Option<(String, String)> {
     let l = leases.get("exp-lease").await.ok()?;
     let spec = l.spec?;
-    Some((spec.holder_identity?, serde_json::to_string(&spec.renew_time?).ok()?))
+    Some((
+        spec.holder_identity?,
+        serde_json::to_string(&spec.renew_time?).ok()?,
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_api_server_decides() {
-    let Some(env) = Testenv::require("auth_cluster") else { return };
+    let Some(env) = Testenv::require("auth_cluster") else {
+        return;
+    };
     let admin = env.admin().await.unwrap_or_else(|e| panic!("{e}"));
-    let ns = env.namespace("svdm-exporter-auth").await.unwrap_or_else(|e| panic!("{e}"));
-    let other = env.namespace("svdm-exporter-auth-other").await.unwrap_or_else(|e| panic!("{e}"));
+    let ns = env
+        .namespace("svdm-exporter-auth")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let other = env
+        .namespace("svdm-exporter-auth-other")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let crb_name = format!("{}-auth-delegator", ns.name);
-    let result = tokio::spawn(checks(env.clone(), admin.clone(), ns.name.clone(), other.name.clone(), crb_name.clone())).await;
-    let _ = Api::<ClusterRoleBinding>::all(admin.clone()).delete(&crb_name, &DeleteParams::default()).await;
+    let result = tokio::spawn(checks(
+        env.clone(),
+        admin.clone(),
+        ns.name.clone(),
+        other.name.clone(),
+        crb_name.clone(),
+    ))
+    .await;
+    let _ = Api::<ClusterRoleBinding>::all(admin.clone())
+        .delete(&crb_name, &DeleteParams::default())
+        .await;
     let _ = ns.delete().await;
     let _ = other.delete().await;
     if let Err(e) = result {
@@ -108,22 +137,62 @@ async fn checks(env: Testenv, admin: kube::Client, ns: String, other: String, cr
     for name in ["exporter", "allowed", "nobody", "wrong-name", "revoked"] {
         create(&sas, json!({"metadata": {"name": name}})).await;
     }
-    create(&Api::<ServiceAccount>::namespaced(admin.clone(), &other), json!({"metadata": {"name": "elsewhere"}})).await;
+    create(
+        &Api::<ServiceAccount>::namespaced(admin.clone(), &other),
+        json!({"metadata": {"name": "elsewhere"}}),
+    )
+    .await;
     let roles: Api<Role> = Api::namespaced(admin.clone(), &ns);
     let rbs: Api<RoleBinding> = Api::namespaced(admin.clone(), &ns);
     create(&roles, downloader_role("downloader", EXPORT)).await;
-    create(&roles, downloader_role("downloader-of-another-export", "different-export")).await;
+    create(
+        &roles,
+        downloader_role("downloader-of-another-export", "different-export"),
+    )
+    .await;
     create(
         &roles,
         json!({"metadata": {"name": "lease-writer"}, "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "patch", "update"]}]}),
     )
     .await;
-    create(&rbs, binding("allowed", "downloader", sa_subject(&ns, "allowed"))).await;
-    create(&rbs, binding("wrong-name", "downloader-of-another-export", sa_subject(&ns, "wrong-name"))).await;
-    create(&rbs, binding("cert-group", "downloader", json!({"kind": "Group", "name": CERT_GROUP, "apiGroup": "rbac.authorization.k8s.io"}))).await;
-    create(&rbs, binding("exporter-lease", "lease-writer", sa_subject(&ns, "exporter"))).await;
+    create(
+        &rbs,
+        binding("allowed", "downloader", sa_subject(&ns, "allowed")),
+    )
+    .await;
+    create(
+        &rbs,
+        binding(
+            "wrong-name",
+            "downloader-of-another-export",
+            sa_subject(&ns, "wrong-name"),
+        ),
+    )
+    .await;
+    create(
+        &rbs,
+        binding(
+            "cert-group",
+            "downloader",
+            json!({"kind": "Group", "name": CERT_GROUP, "apiGroup": "rbac.authorization.k8s.io"}),
+        ),
+    )
+    .await;
+    create(
+        &rbs,
+        binding(
+            "exporter-lease",
+            "lease-writer",
+            sa_subject(&ns, "exporter"),
+        ),
+    )
+    .await;
     // The same permission, but in another namespace.
-    create(&Api::<Role>::namespaced(admin.clone(), &other), downloader_role("downloader", EXPORT)).await;
+    create(
+        &Api::<Role>::namespaced(admin.clone(), &other),
+        downloader_role("downloader", EXPORT),
+    )
+    .await;
     create(
         &Api::<RoleBinding>::namespaced(admin.clone(), &other),
         binding("elsewhere", "downloader", sa_subject(&other, "elsewhere")),
@@ -140,7 +209,11 @@ async fn checks(env: Testenv, admin: kube::Client, ns: String, other: String, cr
     )
     .await;
     let leases: Api<Lease> = Api::namespaced(admin.clone(), &ns);
-    create(&leases, json!({"metadata": {"name": "exp-lease"}, "spec": {}})).await;
+    create(
+        &leases,
+        json!({"metadata": {"name": "exp-lease"}, "spec": {}}),
+    )
+    .await;
 
     let exporter_token = token(&admin, &ns, "exporter").await;
     let allowed = token(&admin, &ns, "allowed").await;
@@ -155,20 +228,41 @@ async fn checks(env: Testenv, admin: kube::Client, ns: String, other: String, cr
     write(&vol.path().join("big"), &big);
     let kubeconfig = exporter_kubeconfig(&env, &exporter_token, vol.path());
     let ca_path = std::env::var("TESTENV_CA").unwrap_or_else(|_| panic!("TESTENV_CA not set"));
-    let ca_key_path = std::env::var("TESTENV_CA_KEY").unwrap_or_else(|_| panic!("TESTENV_CA_KEY not set"));
+    let ca_key_path =
+        std::env::var("TESTENV_CA_KEY").unwrap_or_else(|_| panic!("TESTENV_CA_KEY not set"));
     let mut opts = Opts::fs(vol.path());
     opts.no_auth = false;
     opts.export = (ns.clone(), EXPORT.into());
-    opts.env.push(("KUBECONFIG".into(), kubeconfig.to_string_lossy().into_owned()));
+    opts.env.push((
+        "KUBECONFIG".into(),
+        kubeconfig.to_string_lossy().into_owned(),
+    ));
     opts.env.push(("POD_NAME".into(), "exporter-pod-1".into()));
     opts.args.extend(
-        ["--client-ca", &ca_path, "--lease-namespace", &ns, "--lease-name", "exp-lease", "--activity-interval", "1s"]
-            .map(String::from),
+        [
+            "--client-ca",
+            &ca_path,
+            "--lease-namespace",
+            &ns,
+            "--lease-name",
+            "exp-lease",
+            "--activity-interval",
+            "1s",
+        ]
+        .map(String::from),
     );
     let ex = tokio::task::block_in_place(|| Exporter::start(opts));
     let c = ex.client();
     let bearer = |t: &str| format!("Bearer {t}");
-    let get = |t: &str| tokio::task::block_in_place(|| c.req("GET", "/api/v1/files/f.txt", &[("Authorization", &bearer(t))]));
+    let get = |t: &str| {
+        tokio::task::block_in_place(|| {
+            c.req(
+                "GET",
+                "/api/v1/files/f.txt",
+                &[("Authorization", &bearer(t))],
+            )
+        })
+    };
 
     // Allowed: the ServiceAccount with get on dataexports/download for this export's name.
     let r = get(&allowed);
@@ -179,12 +273,20 @@ async fn checks(env: Testenv, admin: kube::Client, ns: String, other: String, cr
     }
     // Public prefix too.
     let r = tokio::task::block_in_place(|| {
-        c.req("GET", &format!("/{ns}/{EXPORT}/api/v1/files/f.txt"), &[("Authorization", &bearer(&allowed))])
+        c.req(
+            "GET",
+            &format!("/{ns}/{EXPORT}/api/v1/files/f.txt"),
+            &[("Authorization", &bearer(&allowed))],
+        )
     });
     assert_eq!(r.status, 200);
 
     // Denied: no permission, permission for another export name, permission in another namespace.
-    for (who, t) in [("nobody", &nobody), ("wrong-name", &wrong_name), ("elsewhere", &elsewhere)] {
+    for (who, t) in [
+        ("nobody", &nobody),
+        ("wrong-name", &wrong_name),
+        ("elsewhere", &elsewhere),
+    ] {
         let r = get(t);
         assert_eq!(r.status, 403, "{who}: {}", r.text());
         let text = r.text();
@@ -197,17 +299,33 @@ async fn checks(env: Testenv, admin: kube::Client, ns: String, other: String, cr
     // Garbage, revoked (its ServiceAccount deleted), Basic, none: 401 with a challenge.
     let r = get("not-a-real-token");
     assert_eq!(r.status, 401, "{}", r.text());
-    assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"storage-volume-data-manager\""));
-    sas.delete("revoked", &DeleteParams::default()).await.unwrap_or_else(|e| panic!("{e}"));
-    wait_for("revoked token rejected", Duration::from_secs(20), || async {
-        (get(&revoked).status == 401).then_some(())
-    })
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"storage-volume-data-manager\"")
+    );
+    sas.delete("revoked", &DeleteParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_for(
+        "revoked token rejected",
+        Duration::from_secs(20),
+        || async { (get(&revoked).status == 401).then_some(()) },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    let r = tokio::task::block_in_place(|| c.req("GET", "/api/v1/files/f.txt", &[("Authorization", "Basic dXNlcjpwYXNz")]));
+    let r = tokio::task::block_in_place(|| {
+        c.req(
+            "GET",
+            "/api/v1/files/f.txt",
+            &[("Authorization", "Basic dXNlcjpwYXNz")],
+        )
+    });
     assert_eq!(r.status, 401);
     assert!(r.header("www-authenticate").is_some());
-    assert_eq!(tokio::task::block_in_place(|| c.get("/api/v1/files/f.txt")).status, 401);
+    assert_eq!(
+        tokio::task::block_in_place(|| c.get("/api/v1/files/f.txt")).status,
+        401
+    );
 
     // Client certificates signed by the cluster CA: CN is the user, O the groups.
     let cluster_ca = svdm_pki::CertPair {
@@ -228,22 +346,42 @@ async fn checks(env: Testenv, admin: kube::Client, ns: String, other: String, cr
         )
         .unwrap_or_else(|e| panic!("{e}"))
     };
-    let member = Client::new(&ex.ca_pem, ex.addr, Some(&cert_for("cert-user", CERT_GROUP)));
+    let member = Client::new(
+        &ex.ca_pem,
+        ex.addr,
+        Some(&cert_for("cert-user", CERT_GROUP)),
+    );
     let r = tokio::task::block_in_place(|| member.get("/api/v1/files/f.txt"));
     assert_eq!(r.status, 200, "{}", r.text());
-    let stranger = Client::new(&ex.ca_pem, ex.addr, Some(&cert_for("cert-stranger", "nobody-group")));
+    let stranger = Client::new(
+        &ex.ca_pem,
+        ex.addr,
+        Some(&cert_for("cert-stranger", "nobody-group")),
+    );
     let r = tokio::task::block_in_place(|| stranger.get("/api/v1/files/f.txt"));
     assert_eq!(r.status, 403, "{}", r.text());
-    assert!(r.text().contains("user \"cert-stranger\" cannot get"), "{}", r.text());
+    assert!(
+        r.text().contains("user \"cert-stranger\" cannot get"),
+        "{}",
+        r.text()
+    );
 
     // Range requests in a row cost no review each: the cache answers.
     let metrics = tokio::task::block_in_place(|| c.get("/metrics")).text();
-    assert!(metrics.contains("kind=\"token\",result=\"hit\""), "{metrics}");
-    assert!(metrics.contains("kind=\"access\",result=\"hit\""), "{metrics}");
+    assert!(
+        metrics.contains("kind=\"token\",result=\"hit\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kind=\"access\",result=\"hit\""),
+        "{metrics}"
+    );
 
     // Activity: the Lease carries our holder identity and a renewTime once a request succeeded.
     let first = wait_for("lease renewed", Duration::from_secs(15), || async {
-        renew_time(&leases).await.filter(|(h, _)| h == "exporter-pod-1")
+        renew_time(&leases)
+            .await
+            .filter(|(h, _)| h == "exporter-pod-1")
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
@@ -256,7 +394,11 @@ async fn checks(env: Testenv, admin: kube::Client, ns: String, other: String, cr
         assert_eq!(get("garbage").status, 401);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(renew_time(&leases).await, settled, "failed requests renewed the lease");
+    assert_eq!(
+        renew_time(&leases).await,
+        settled,
+        "failed requests renewed the lease"
+    );
     assert!(settled.is_some() && first.0 == "exporter-pod-1");
 
     // A slow transfer is activity while its bytes flow.
@@ -264,7 +406,9 @@ async fn checks(env: Testenv, admin: kube::Client, ns: String, other: String, cr
     let flowing = tokio::task::block_in_place(|| {
         use std::io::{Read, Write};
         let mut s = c.connect();
-        let head = format!("GET /api/v1/files/big HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {allowed}\r\nConnection: close\r\n\r\n");
+        let head = format!(
+            "GET /api/v1/files/big HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {allowed}\r\nConnection: close\r\n\r\n"
+        );
         s.write_all(head.as_bytes()).unwrap_or_default();
         let mut buf = vec![0u8; 1 << 20];
         let mut seen = Vec::new();
@@ -289,5 +433,8 @@ async fn checks(env: Testenv, admin: kube::Client, ns: String, other: String, cr
     for t in [&allowed, &nobody, &exporter_token, &revoked] {
         assert!(!logs.contains(t.as_str()), "a token leaked into the log");
     }
-    assert!(logs.contains("user=\"system:serviceaccount:"), "access log lacks the user");
+    assert!(
+        logs.contains("user=\"system:serviceaccount:"),
+        "access log lacks the user"
+    );
 }

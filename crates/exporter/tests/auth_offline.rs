@@ -10,7 +10,10 @@ use common::*;
 
 fn unreachable_kubeconfig(dir: &std::path::Path) -> std::path::PathBuf {
     // A port that was free a moment ago: connections are refused.
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(1);
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(1);
     let kc = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: exporter-token\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n"
     );
@@ -29,7 +32,8 @@ fn challenges_and_api_outage() {
     write(&client_ca, &client_pki.ca.cert_pem);
     let mut opts = Opts::fs(vol.path());
     opts.no_auth = false;
-    opts.env.push(("KUBECONFIG".into(), kc.to_string_lossy().into_owned()));
+    opts.env
+        .push(("KUBECONFIG".into(), kc.to_string_lossy().into_owned()));
     opts.args.push("--client-ca".into());
     opts.args.push(client_ca.to_string_lossy().into_owned());
     let ex = Exporter::start(opts);
@@ -39,7 +43,11 @@ fn challenges_and_api_outage() {
     let r = c.get("/api/v1/files/f");
     assert_eq!(r.status, 401);
     assert_eq!(r.header("www-authenticate"), Some(challenge));
-    let r = c.req("GET", "/api/v1/files/f", &[("Authorization", "Basic dXNlcjpwYXNz")]);
+    let r = c.req(
+        "GET",
+        "/api/v1/files/f",
+        &[("Authorization", "Basic dXNlcjpwYXNz")],
+    );
     assert_eq!(r.status, 401);
     assert_eq!(r.header("www-authenticate"), Some(challenge));
     assert!(r.text().contains("Basic authentication is not supported"));
@@ -50,7 +58,11 @@ fn challenges_and_api_outage() {
     assert_eq!(c.get("/readyz").status, 200);
 
     // API unreachable: 503 with a retry hint, not 500.
-    let r = c.req("GET", "/api/v1/files/f", &[("Authorization", "Bearer some-token-value")]);
+    let r = c.req(
+        "GET",
+        "/api/v1/files/f",
+        &[("Authorization", "Bearer some-token-value")],
+    );
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.header("retry-after").is_some());
     assert!(r.text().contains("retry"));
@@ -72,7 +84,11 @@ fn challenges_and_api_outage() {
     let c2 = Client::new(&ex.ca_pem, ex.addr, Some(&stranger_client));
     let r = c2.get("/api/v1/files/f");
     assert_eq!(r.status, 401);
-    assert!(r.text().contains("client certificate not accepted"), "{}", r.text());
+    assert!(
+        r.text().contains("client certificate not accepted"),
+        "{}",
+        r.text()
+    );
     // A trusted client certificate gets as far as the access review (API down: 503).
     let trusted = svdm_pki::issue(
         &client_pki.ca,

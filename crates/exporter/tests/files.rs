@@ -35,24 +35,36 @@ fn file_headers_get_and_head() {
         assert_eq!(r.header("accept-ranges"), Some("bytes"));
         assert_eq!(r.header("x-type"), Some("file"));
         assert_eq!(r.header("content-type"), Some("text/plain"));
-        assert_eq!(r.header("content-disposition"), Some("attachment; filename=\"a.txt\""));
+        assert_eq!(
+            r.header("content-disposition"),
+            Some("attachment; filename=\"a.txt\"")
+        );
         assert!(r.header("etag").is_some_and(|e| e.starts_with('"')));
         assert!(r.header("last-modified").is_some());
         assert_eq!(r.header("x-attribute-permissions"), Some("0644"));
-        assert!(r.header("x-attribute-modtime").is_some_and(|m| m.ends_with('Z')));
+        assert!(
+            r.header("x-attribute-modtime")
+                .is_some_and(|m| m.ends_with('Z'))
+        );
         assert!(r.header("x-attribute-uid").is_some());
         assert!(r.header("x-attribute-gid").is_some());
     }
     assert_eq!(c.get("/api/v1/files/a.txt").text(), "hello world\n");
     // Public prefix route.
-    assert_eq!(c.get("/ns1/exp1/api/v1/files/a.txt").text(), "hello world\n");
+    assert_eq!(
+        c.get("/ns1/exp1/api/v1/files/a.txt").text(),
+        "hello world\n"
+    );
     assert_eq!(c.get("/ns1/other/api/v1/files/a.txt").status, 404);
     // Non-ASCII name: percent-encoded request, RFC 6266 filename*.
     let r = c.get("/api/v1/files/sub/%C3%A9%20x%3F%23%25.txt");
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "unicode\n");
     let cd = r.header("content-disposition").unwrap_or_default();
-    assert!(cd.contains("filename*=UTF-8''%C3%A9%20x%3F#%25.txt"), "{cd}");
+    assert!(
+        cd.contains("filename*=UTF-8''%C3%A9%20x%3F#%25.txt"),
+        "{cd}"
+    );
     // Empty file.
     let r = c.get("/api/v1/files/empty");
     assert_eq!((r.status, r.header("content-length")), (200, Some("0")));
@@ -62,7 +74,10 @@ fn file_headers_get_and_head() {
     // Big file, whole and intact.
     let r = c.get("/api/v1/files/big.bin");
     assert_eq!(r.body.len(), 3_000_000);
-    assert_eq!(sha256_hex(&r.body), sha256_hex(&std::fs::read(t.path().join("big.bin")).unwrap_or_default()));
+    assert_eq!(
+        sha256_hex(&r.body),
+        sha256_hex(&std::fs::read(t.path().join("big.bin")).unwrap_or_default())
+    );
 }
 
 #[test]
@@ -95,8 +110,14 @@ fn ranges_like_go() {
     let r = get("bytes=0-1,6-7");
     assert_eq!(r.status, 206);
     let ct = r.header("content-type").unwrap_or_default().to_string();
-    let boundary = ct.strip_prefix("multipart/byteranges; boundary=").unwrap_or_else(|| panic!("{ct}"));
-    assert_eq!(r.header("content-length").and_then(|l| l.parse::<usize>().ok()), Some(r.body.len()));
+    let boundary = ct
+        .strip_prefix("multipart/byteranges; boundary=")
+        .unwrap_or_else(|| panic!("{ct}"));
+    assert_eq!(
+        r.header("content-length")
+            .and_then(|l| l.parse::<usize>().ok()),
+        Some(r.body.len())
+    );
     let body = r.text();
     assert_eq!(
         body,
@@ -109,7 +130,11 @@ fn ranges_like_go() {
     assert_eq!((r.status, r.header("content-length")), (206, Some("5")));
     // A range spanning several read chunks of a big file.
     let big = std::fs::read(t.path().join("big.bin")).unwrap_or_default();
-    let r = c.req("GET", "/api/v1/files/big.bin", &[("Range", "bytes=100000-2500000")]);
+    let r = c.req(
+        "GET",
+        "/api/v1/files/big.bin",
+        &[("Range", "bytes=100000-2500000")],
+    );
     assert_eq!(r.status, 206);
     assert_eq!(r.body, &big[100000..=2500000]);
     // Empty file: ranges are ignored.
@@ -132,18 +157,38 @@ fn conditional_requests() {
     assert_eq!(r.header("content-type"), None);
     let r = c.req("GET", "/api/v1/files/a.txt", &[("If-Modified-Since", &lm)]);
     assert_eq!(r.status, 304);
-    let r = c.req("GET", "/api/v1/files/a.txt", &[("If-Modified-Since", "Sat, 01 Jan 2000 00:00:00 GMT")]);
+    let r = c.req(
+        "GET",
+        "/api/v1/files/a.txt",
+        &[("If-Modified-Since", "Sat, 01 Jan 2000 00:00:00 GMT")],
+    );
     assert_eq!(r.status, 200);
-    let r = c.req("GET", "/api/v1/files/a.txt", &[("If-None-Match", "\"nope\""), ("If-Modified-Since", &lm)]);
+    let r = c.req(
+        "GET",
+        "/api/v1/files/a.txt",
+        &[("If-None-Match", "\"nope\""), ("If-Modified-Since", &lm)],
+    );
     assert_eq!(r.status, 200);
     let r = c.req("GET", "/api/v1/files/a.txt", &[("If-Match", "\"nope\"")]);
     assert_eq!(r.status, 412);
     // If-Range: matching validator keeps the range, a stale one gets the full body.
-    let r = c.req("GET", "/api/v1/files/a.txt", &[("Range", "bytes=0-1"), ("If-Range", &etag)]);
+    let r = c.req(
+        "GET",
+        "/api/v1/files/a.txt",
+        &[("Range", "bytes=0-1"), ("If-Range", &etag)],
+    );
     assert_eq!((r.status, r.text().as_str()), (206, "he"));
-    let r = c.req("GET", "/api/v1/files/a.txt", &[("Range", "bytes=0-1"), ("If-Range", "\"stale\"")]);
+    let r = c.req(
+        "GET",
+        "/api/v1/files/a.txt",
+        &[("Range", "bytes=0-1"), ("If-Range", "\"stale\"")],
+    );
     assert_eq!((r.status, r.body.len()), (200, 12));
-    let r = c.req("GET", "/api/v1/files/a.txt", &[("Range", "bytes=0-1"), ("If-Range", &lm)]);
+    let r = c.req(
+        "GET",
+        "/api/v1/files/a.txt",
+        &[("Range", "bytes=0-1"), ("If-Range", &lm)],
+    );
     assert_eq!(r.status, 206);
     // Changing the file changes the validator.
     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -177,7 +222,10 @@ fn listings_as_d8_parses_them() {
     assert_eq!(items, want);
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
     let find = |name: &str| {
-        v["items"].as_array().and_then(|a| a.iter().find(|i| i["name"] == name).cloned()).unwrap_or_default()
+        v["items"]
+            .as_array()
+            .and_then(|a| a.iter().find(|i| i["name"] == name).cloned())
+            .unwrap_or_default()
     };
     assert_eq!(find("sub")["uri"], "sub/");
     assert_eq!(find("a.txt")["attributes"]["size"], 12);
@@ -190,13 +238,20 @@ fn listings_as_d8_parses_them() {
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
     let uris: Vec<String> = v["items"]
         .as_array()
-        .map(|a| a.iter().map(|i| i["uri"].as_str().unwrap_or_default().to_string()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|i| i["uri"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
         .unwrap_or_default();
     for uri in &uris {
         let r = c.get(&format!("/api/v1/files/{uri}"));
         assert_eq!(r.status, 200, "{uri}");
     }
-    assert!(uris.contains(&"sub/%C3%A9%20x%3F%23%25.txt".to_string()), "{uris:?}");
+    assert!(
+        uris.contains(&"sub/%C3%A9%20x%3F%23%25.txt".to_string()),
+        "{uris:?}"
+    );
     assert!(uris.contains(&"sub/deeper/".to_string()));
     // Listing through a directory symlink.
     assert_eq!(c.get("/api/v1/files/dir-link/").status, 200);
@@ -217,7 +272,10 @@ fn hashes_modes_and_methods() {
     let ex = Exporter::start(Opts::fs(t.path()));
     let c = ex.client();
     let r = c.req("HEAD", "/api/v1/files/a.txt?attribute=hash.md5", &[]);
-    assert_eq!(r.header("x-attribute-hash-md5"), Some("6f5902ac237024bdd0c176cb93063dc4"));
+    assert_eq!(
+        r.header("x-attribute-hash-md5"),
+        Some("6f5902ac237024bdd0c176cb93063dc4")
+    );
     let r = c.get("/api/v1/files/a.txt?attribute=hash.sha256&attribute=hash.md5");
     assert_eq!(
         r.header("x-attribute-hash-sha256"),
@@ -228,7 +286,12 @@ fn hashes_modes_and_methods() {
     assert_eq!(c.get("/api/v1/files/?attribute=hash.md5").status, 400);
     let r = c.get("/api/v1/block");
     assert_eq!(r.status, 400);
-    assert!(r.text().starts_with("VolumeMode: Filesystem. Not supported downloading raw block."), "{}", r.text());
+    assert!(
+        r.text()
+            .starts_with("VolumeMode: Filesystem. Not supported downloading raw block."),
+        "{}",
+        r.text()
+    );
     let r = c.req("PUT", "/api/v1/files/a.txt", &[("Content-Length", "0")]);
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("GET, HEAD"));
@@ -246,25 +309,42 @@ fn hashes_modes_and_methods() {
 fn tar_round_trip() {
     let t = tree();
     let r = t.path();
-    nix::unistd::mkfifo(&r.join("sub/pipe"), nix::sys::stat::Mode::from_bits_truncate(0o644))
-        .unwrap_or_else(|e| panic!("mkfifo: {e}"));
-    std::fs::set_permissions(r.join("sub/deeper/x.bin"), std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .unwrap_or_default();
+    nix::unistd::mkfifo(
+        &r.join("sub/pipe"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap_or_else(|e| panic!("mkfifo: {e}"));
+    std::fs::set_permissions(
+        r.join("sub/deeper/x.bin"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap_or_default();
     symlink("../a.txt", r.join("sub/rel-link")).unwrap_or_default();
     let ex = Exporter::start(Opts::fs(r));
     let c = ex.client();
     let resp = c.get("/api/v1/files/sub/?format=tar");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("content-type"), Some("application/x-tar"));
-    assert!(resp.header("content-disposition").unwrap_or_default().contains("sub.tar"));
+    assert!(
+        resp.header("content-disposition")
+            .unwrap_or_default()
+            .contains("sub.tar")
+    );
     let mut archive = tar::Archive::new(resp.body.as_slice());
     let mut seen = std::collections::BTreeMap::new();
     for e in archive.entries().unwrap_or_else(|e| panic!("{e}")) {
         let mut e = e.unwrap_or_else(|e| panic!("{e}"));
-        let path = e.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        let path = e
+            .path()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let kind = e.header().entry_type();
         let mode = e.header().mode().unwrap_or(0);
-        let link = e.link_name().ok().flatten().map(|l| l.to_string_lossy().into_owned());
+        let link = e
+            .link_name()
+            .ok()
+            .flatten()
+            .map(|l| l.to_string_lossy().into_owned());
         let mut data = Vec::new();
         std::io::Read::read_to_end(&mut e, &mut data).unwrap_or_default();
         seen.insert(path, (kind, mode, link, data));
@@ -281,7 +361,11 @@ fn tar_round_trip() {
     // Whole volume as tar.
     let resp = c.get("/api/v1/files/?format=tar");
     assert_eq!(resp.status, 200);
-    assert!(resp.header("content-disposition").unwrap_or_default().contains("exp1.tar"));
+    assert!(
+        resp.header("content-disposition")
+            .unwrap_or_default()
+            .contains("exp1.tar")
+    );
     let mut archive = tar::Archive::new(resp.body.as_slice());
     let n = archive.entries().map(|es| es.count()).unwrap_or(0);
     assert!(n >= 10, "{n}");
@@ -295,7 +379,8 @@ fn huge_listing_streams_with_flat_memory() {
     std::fs::create_dir(&dir).unwrap_or_default();
     let n = 100_000;
     for i in 0..n {
-        std::fs::File::create(dir.join(format!("file-with-a-longish-name-{i:06}"))).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::File::create(dir.join(format!("file-with-a-longish-name-{i:06}")))
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     let ex = Exporter::start(Opts::fs(t.path()));
     let c = ex.client();
@@ -329,8 +414,10 @@ fn slow_reader_is_not_cut_off() {
     let ex = Exporter::start(Opts::fs(t.path()));
     let c = ex.client();
     let mut s = c.connect();
-    s.write_all(b"GET /api/v1/files/big.bin HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap_or_default();
+    s.write_all(
+        b"GET /api/v1/files/big.bin HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap_or_default();
     let mut first = vec![0u8; 4096];
     let n = s.read(&mut first).unwrap_or(0);
     assert!(n > 0);
@@ -351,7 +438,11 @@ fn access_log_has_no_secrets() {
     let ex = Exporter::start(Opts::fs(t.path()));
     let c = ex.client();
     let secret = "eyJhbGciOiJSUzI1NiJ9.super-secret-token-value";
-    let r = c.req("GET", "/api/v1/files/a.txt", &[("Authorization", &format!("Bearer {secret}"))]);
+    let r = c.req(
+        "GET",
+        "/api/v1/files/a.txt",
+        &[("Authorization", &format!("Bearer {secret}"))],
+    );
     assert_eq!(r.status, 200);
     std::thread::sleep(std::time::Duration::from_millis(200));
     let logs = ex.log_text();

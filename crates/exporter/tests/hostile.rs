@@ -37,8 +37,11 @@ fn setup() -> Setup {
     symlink("loop2", root.join("loop1")).unwrap_or_default();
     symlink("loop1", root.join("loop2")).unwrap_or_default();
     symlink("self", root.join("self")).unwrap_or_default();
-    nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644))
-        .unwrap_or_else(|e| panic!("mkfifo: {e}"));
+    nix::unistd::mkfifo(
+        &root.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap_or_else(|e| panic!("mkfifo: {e}"));
     symlink("/fifo", root.join("fifo-link")).unwrap_or_default();
     // A character device that streams forever if anyone opened it.
     let zero = nix::sys::stat::makedev(1, 5);
@@ -49,18 +52,29 @@ fn setup() -> Setup {
         zero,
     )
     .unwrap_or_else(|e| panic!("mknod: {e}"));
-    let sock = std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap_or_else(|e| panic!("{e}"));
+    let sock =
+        std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap_or_else(|e| panic!("{e}"));
     std::mem::forget(sock);
-    Setup { _tmp: tmp, root, outside }
+    Setup {
+        _tmp: tmp,
+        root,
+        outside,
+    }
 }
 
 fn assert_safe(r: &Resp, target: &str, host_path: &str) {
     let text = r.text();
     assert!(!text.contains(SECRET), "{target} leaked outside data");
     assert!(!text.contains("root:x:0:0"), "{target} leaked /etc/passwd");
-    assert!(!text.contains(host_path), "{target} revealed the host path: {text}");
+    assert!(
+        !text.contains(host_path),
+        "{target} revealed the host path: {text}"
+    );
     for (k, v) in &r.headers {
-        assert!(!v.contains(host_path), "{target} header {k} reveals host path");
+        assert!(
+            !v.contains(host_path),
+            "{target} header {k} reveals host path"
+        );
     }
 }
 
@@ -127,8 +141,17 @@ fn traversal_corpus_is_rejected() {
     assert!(items.contains(&("zero".to_string(), "other".to_string())));
     assert!(items.contains(&("sock".to_string(), "other".to_string())));
     // An escaping absolute link resolves inside the volume: a same-named file there is what is served.
-    std::fs::create_dir_all(s.root.join(s.outside.strip_prefix("/").unwrap_or(&s.outside))).unwrap_or_default();
-    write(&s.root.join(s.outside.strip_prefix("/").unwrap_or(&s.outside)).join("secret"), "jailed");
+    std::fs::create_dir_all(
+        s.root
+            .join(s.outside.strip_prefix("/").unwrap_or(&s.outside)),
+    )
+    .unwrap_or_default();
+    write(
+        &s.root
+            .join(s.outside.strip_prefix("/").unwrap_or(&s.outside))
+            .join("secret"),
+        "jailed",
+    );
     let r = c.get("/api/v1/files/esc-abs-file");
     assert_eq!((r.status, r.text().as_str()), (200, "jailed"));
 }
@@ -140,7 +163,12 @@ fn special_files_are_never_opened() {
     let c = ex.client();
     let started = Instant::now();
     // Opening the FIFO for reading would block forever (no writer); /dev/zero would stream forever.
-    for target in ["/api/v1/files/fifo", "/api/v1/files/fifo-link", "/api/v1/files/zero", "/api/v1/files/sock"] {
+    for target in [
+        "/api/v1/files/fifo",
+        "/api/v1/files/fifo-link",
+        "/api/v1/files/zero",
+        "/api/v1/files/sock",
+    ] {
         let r = c.get(target);
         assert_eq!(r.status, 400, "{target}");
         assert!(r.text().contains("never served"), "{}", r.text());
@@ -157,7 +185,11 @@ fn special_files_are_never_opened() {
         nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_NONBLOCK,
         nix::sys::stat::Mode::empty(),
     );
-    assert_eq!(w.err(), Some(nix::Error::ENXIO), "someone holds the FIFO open for reading");
+    assert_eq!(
+        w.err(),
+        Some(nix::Error::ENXIO),
+        "someone holds the FIFO open for reading"
+    );
 }
 
 #[test]
@@ -175,7 +207,11 @@ fn swap_race_never_escapes() {
         let parked = root.join("d-real");
         while !stop2.load(Ordering::Relaxed) {
             // Alternate an absolute and a relative escaping link in place of the directory.
-            let target = if swaps % 2 == 0 { outside.clone() } else { std::path::PathBuf::from("../outside-dir") };
+            let target = if swaps.is_multiple_of(2) {
+                outside.clone()
+            } else {
+                std::path::PathBuf::from("../outside-dir")
+            };
             if std::fs::rename(&d, &parked).is_ok() {
                 let _ = symlink(&target, &d);
                 std::thread::yield_now();
@@ -191,12 +227,19 @@ fn swap_race_never_escapes() {
     let started = Instant::now();
     let mut n = 0;
     while started.elapsed() < Duration::from_secs(4) {
-        for target in ["/api/v1/files/d/secret", "/api/v1/files/d/f", "/api/v1/files/d/"] {
+        for target in [
+            "/api/v1/files/d/secret",
+            "/api/v1/files/d/f",
+            "/api/v1/files/d/",
+        ] {
             let r = c.get(target);
             assert_safe(&r, target, &host);
             if r.status == 200 && target.ends_with('/') {
                 let items = d8_parse_listing(&r.body);
-                assert!(!items.iter().any(|(n, _)| n == "secret"), "listing escaped to the outside directory");
+                assert!(
+                    !items.iter().any(|(n, _)| n == "secret"),
+                    "listing escaped to the outside directory"
+                );
             }
             *statuses.entry(r.status).or_insert(0) += 1;
             n += 1;
@@ -206,5 +249,8 @@ fn swap_race_never_escapes() {
     let swaps = swapper.join().unwrap_or(0);
     eprintln!("{n} requests during {swaps} swaps: {statuses:?}");
     assert!(swaps > 100, "the race did not run");
-    assert!(statuses.keys().all(|s| [200, 404, 409].contains(s)), "{statuses:?}");
+    assert!(
+        statuses.keys().all(|s| [200, 404, 409].contains(s)),
+        "{statuses:?}"
+    );
 }

@@ -36,14 +36,20 @@ fn certificate_reload_keeps_running_transfers() {
     let first = server_pki();
     secret_volume(secret.path(), "..gen1", &first);
     let mut opts = Opts::fs(vol.path());
-    opts.tls = Some((secret.path().join("tls.crt"), secret.path().join("tls.key"), first.ca.cert_pem.clone()));
+    opts.tls = Some((
+        secret.path().join("tls.crt"),
+        secret.path().join("tls.key"),
+        first.ca.cert_pem.clone(),
+    ));
     let ex = Exporter::start(opts);
     let old = ex.client();
 
     // Start a download and read only part of it.
     let mut stream = old.connect();
     stream
-        .write_all(b"GET /api/v1/files/big HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .write_all(
+            b"GET /api/v1/files/big HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
         .unwrap_or_default();
     let mut got = vec![0u8; 65536];
     let n = stream.read(&mut got).unwrap_or(0);
@@ -58,12 +64,16 @@ fn certificate_reload_keeps_running_transfers() {
         let tcp = std::net::TcpStream::connect(ex.addr).unwrap_or_else(|e| panic!("{e}"));
         let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client())
             .unwrap_or_else(|e| panic!("{e}"));
-        let ca = openssl::x509::X509::from_pem(second.ca.cert_pem.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let ca = openssl::x509::X509::from_pem(second.ca.cert_pem.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
         b.cert_store_mut().add_cert(ca).unwrap_or_default();
         if b.build().connect("localhost", tcp).is_ok() {
             break;
         }
-        assert!(Instant::now() < deadline, "new certificate was not picked up");
+        assert!(
+            Instant::now() < deadline,
+            "new certificate was not picked up"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(new.get("/api/v1/files/big").body.len(), big.len());
@@ -71,7 +81,9 @@ fn certificate_reload_keeps_running_transfers() {
 
     // The transfer that started under the old certificate completes.
     let mut rest = Vec::new();
-    stream.read_to_end(&mut rest).unwrap_or_else(|e| panic!("old transfer broken: {e}"));
+    stream
+        .read_to_end(&mut rest)
+        .unwrap_or_else(|e| panic!("old transfer broken: {e}"));
     got.extend_from_slice(&rest);
     let resp = parse_response(&got, false);
     assert_eq!(resp.status, 200);
@@ -96,19 +108,29 @@ fn protocol_settings() {
     let ex = Exporter::start(Opts::fs(vol.path()));
     let ca = openssl::x509::X509::from_pem(ex.ca_pem.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
     // h2 is offered by the client but not selected: bulk streams are faster on HTTP/1.1.
-    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client()).unwrap_or_else(|e| panic!("{e}"));
+    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client())
+        .unwrap_or_else(|e| panic!("{e}"));
     b.cert_store_mut().add_cert(ca.clone()).unwrap_or_default();
     b.set_alpn_protos(b"\x02h2\x08http/1.1").unwrap_or_default();
-    let s = b.build()
-        .connect("localhost", std::net::TcpStream::connect(ex.addr).unwrap_or_else(|e| panic!("{e}")))
+    let s = b
+        .build()
+        .connect(
+            "localhost",
+            std::net::TcpStream::connect(ex.addr).unwrap_or_else(|e| panic!("{e}")),
+        )
         .unwrap_or_else(|e| panic!("{e}"));
     assert_ne!(s.ssl().selected_alpn_protocol(), Some(&b"h2"[..]));
     // TLS 1.1 is refused.
-    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client()).unwrap_or_else(|e| panic!("{e}"));
+    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client())
+        .unwrap_or_else(|e| panic!("{e}"));
     b.cert_store_mut().add_cert(ca).unwrap_or_default();
-    b.set_max_proto_version(Some(openssl::ssl::SslVersion::TLS1_1)).unwrap_or_default();
+    b.set_max_proto_version(Some(openssl::ssl::SslVersion::TLS1_1))
+        .unwrap_or_default();
     b.set_min_proto_version(None).unwrap_or_default();
     b.set_security_level(0);
-    let r = b.build().connect("localhost", std::net::TcpStream::connect(ex.addr).unwrap_or_else(|e| panic!("{e}")));
+    let r = b.build().connect(
+        "localhost",
+        std::net::TcpStream::connect(ex.addr).unwrap_or_else(|e| panic!("{e}")),
+    );
     assert!(r.is_err(), "TLS 1.1 must be refused");
 }

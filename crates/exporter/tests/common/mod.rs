@@ -75,7 +75,10 @@ impl<'a> Opts<'a> {
         }
     }
     pub fn block(source: &'a Path) -> Self {
-        Opts { mode: "block", ..Opts::fs(source) }
+        Opts {
+            mode: "block",
+            ..Opts::fs(source)
+        }
     }
 }
 
@@ -89,7 +92,11 @@ impl Exporter {
                 let pki = server_pki();
                 write(&tls_dir.join("tls.crt"), &pki.server.cert_pem);
                 write(&tls_dir.join("tls.key"), &pki.server.key_pem);
-                (tls_dir.join("tls.crt"), tls_dir.join("tls.key"), pki.ca.cert_pem)
+                (
+                    tls_dir.join("tls.crt"),
+                    tls_dir.join("tls.key"),
+                    pki.ca.cert_pem,
+                )
             }
         };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_svdm-exporter"));
@@ -101,18 +108,28 @@ impl Exporter {
             .arg(&cert)
             .arg("--tls-key")
             .arg(&key)
-            .args(["--export-namespace", &opts.export.0, "--export-name", &opts.export.1, "--log-level", "info"])
+            .args([
+                "--export-namespace",
+                &opts.export.0,
+                "--export-name",
+                &opts.export.1,
+                "--log-level",
+                "info",
+            ])
             .args(&opts.args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if opts.no_auth {
-            cmd.arg("--no-auth").env("KUBECONFIG", "/nonexistent-kubeconfig");
+            cmd.arg("--no-auth")
+                .env("KUBECONFIG", "/nonexistent-kubeconfig");
         }
         cmd.env_remove("SVDM_NO_AUTH");
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn exporter: {e}"));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn exporter: {e}"));
         let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
@@ -122,7 +139,11 @@ impl Exporter {
                 let Ok(line) = line else { break };
                 if let Some(pos) = line.find("listening on ") {
                     let rest = &line[pos + "listening on ".len()..];
-                    let addr = rest.split_whitespace().next().unwrap_or_default().to_string();
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
                     let _ = tx.send(addr);
                 }
                 eprintln!("[exporter] {line}");
@@ -137,7 +158,14 @@ impl Exporter {
                 panic!("exporter did not start:\n{logs}");
             }
         };
-        Exporter { child, addr, logs, ca_pem, tls_dir, _tmp: tmp }
+        Exporter {
+            child,
+            addr,
+            logs,
+            ca_pem,
+            tls_dir,
+            _tmp: tmp,
+        }
     }
 
     pub fn client(&self) -> Client {
@@ -145,7 +173,10 @@ impl Exporter {
     }
 
     pub fn log_text(&self) -> String {
-        self.logs.lock().unwrap_or_else(|p| p.into_inner()).join("\n")
+        self.logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .join("\n")
     }
 
     pub fn pid(&self) -> u32 {
@@ -187,7 +218,10 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -201,23 +235,33 @@ pub struct Client {
 
 impl Client {
     pub fn new(ca_pem: &str, addr: SocketAddr, client_cert: Option<&CertPair>) -> Client {
-        let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap_or_else(|e| panic!("{e}"));
+        let mut b =
+            SslConnector::builder(SslMethod::tls_client()).unwrap_or_else(|e| panic!("{e}"));
         let ca = X509::from_pem(ca_pem.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
-        b.cert_store_mut().add_cert(ca).unwrap_or_else(|e| panic!("{e}"));
+        b.cert_store_mut()
+            .add_cert(ca)
+            .unwrap_or_else(|e| panic!("{e}"));
         b.set_verify(SslVerifyMode::PEER);
         if let Some(c) = client_cert {
             let cert = X509::from_pem(c.cert_pem.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
-            let key = PKey::private_key_from_pem(c.key_pem.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+            let key =
+                PKey::private_key_from_pem(c.key_pem.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
             b.set_certificate(&cert).unwrap_or_else(|e| panic!("{e}"));
             b.set_private_key(&key).unwrap_or_else(|e| panic!("{e}"));
         }
-        Client { connector: b.build(), addr }
+        Client {
+            connector: b.build(),
+            addr,
+        }
     }
 
     pub fn connect(&self) -> SslStream<TcpStream> {
         let tcp = TcpStream::connect(self.addr).unwrap_or_else(|e| panic!("connect: {e}"));
-        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap_or_default();
-        self.connector.connect("localhost", tcp).unwrap_or_else(|e| panic!("TLS: {e}"))
+        tcp.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap_or_default();
+        self.connector
+            .connect("localhost", tcp)
+            .unwrap_or_else(|e| panic!("TLS: {e}"))
     }
 
     pub fn get(&self, target: &str) -> Resp {
@@ -226,12 +270,14 @@ impl Client {
 
     pub fn req(&self, method: &str, target: &str, headers: &[(&str, &str)]) -> Resp {
         let mut s = self.connect();
-        let mut head = format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+        let mut head =
+            format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
         for (k, v) in headers {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
         head.push_str("\r\n");
-        s.write_all(head.as_bytes()).unwrap_or_else(|e| panic!("write: {e}"));
+        s.write_all(head.as_bytes())
+            .unwrap_or_else(|e| panic!("write: {e}"));
         let mut raw = Vec::new();
         match s.read_to_end(&mut raw) {
             Ok(_) => {}
@@ -244,20 +290,33 @@ impl Client {
 }
 
 pub fn parse_response(raw: &[u8], head: bool) -> Resp {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| {
-        panic!("no header end in {:?}", String::from_utf8_lossy(&raw[..raw.len().min(300)]))
-    });
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| {
+            panic!(
+                "no header end in {:?}",
+                String::from_utf8_lossy(&raw[..raw.len().min(300)])
+            )
+        });
     let head_text = String::from_utf8_lossy(&raw[..end]).into_owned();
     let mut lines = head_text.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
-    let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
         .collect();
     let rest = &raw[end + 4..];
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked"));
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
     let body = if head {
         Vec::new()
     } else if chunked {
@@ -265,15 +324,19 @@ pub fn parse_response(raw: &[u8], head: bool) -> Resp {
     } else {
         rest.to_vec()
     };
-    Resp { status, headers, body }
+    Resp {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(pos) = data.windows(2).position(|w| w == b"\r\n") else { break };
+    while let Some(pos) = data.windows(2).position(|w| w == b"\r\n") {
         let size_text = String::from_utf8_lossy(&data[..pos]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .unwrap_or(0);
         data = &data[pos + 2..];
         if size == 0 || data.len() < size {
             out.extend_from_slice(&data[..size.min(data.len())]);
@@ -294,14 +357,23 @@ pub fn sha256_hex(data: &[u8]) -> String {
 /// `{name,type}` elements. Returns (name, type) pairs.
 pub fn d8_parse_listing(body: &[u8]) -> Vec<(String, String)> {
     let text = std::str::from_utf8(body).unwrap_or_else(|e| panic!("listing not UTF-8: {e}"));
-    let first = text.find("\"items\"").unwrap_or_else(|| panic!("no items token"));
+    let first = text
+        .find("\"items\"")
+        .unwrap_or_else(|| panic!("no items token"));
     // No string token before it may equal "items": the only earlier strings are apiVersion and v1.
     let before = &text[..first];
-    assert!(!before.contains("items"), "something before the items key mentions items: {before}");
+    assert!(
+        !before.contains("items"),
+        "something before the items key mentions items: {before}"
+    );
     let after = text[first + 7..].trim_start();
     assert!(after.starts_with(':'), "items is not a key");
-    assert!(after[1..].trim_start().starts_with('['), "items is not an array");
-    let v: serde_json::Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("listing JSON: {e}"));
+    assert!(
+        after[1..].trim_start().starts_with('['),
+        "items is not an array"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("listing JSON: {e}"));
     v["items"]
         .as_array()
         .unwrap_or_else(|| panic!("items not array"))
