@@ -48,8 +48,42 @@ fi
 # module does (addon-operator applies crds/*.yaml), server-side and idempotent.
 "${KUBECTL[@]}" apply --server-side --force-conflicts -f crds/dataexports.yaml >/dev/null
 
+# The hooks, run through the batch-hook protocol against this API server (hack/hook-runner.py):
+# their beforeHelm values (real certificates) go into the defaults render below.
+HOOKS_BIN="${SVDM_HOOKS_BIN:-}"
+if [[ -z "${HOOKS_BIN}" ]]; then
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME}/.cache/storage-volume-data-manager/target}"
+  cargo build -q -p svdm-hooks
+  HOOKS_BIN="${CARGO_TARGET_DIR}/debug/svdm-hooks"
+fi
+python3 hack/lint/module_lint.py values "${RENDER_DIR}/settings/defaults.json" "${RENDER_DIR}/values/defaults.yaml"
+python3 - "${RENDER_DIR}/values/defaults.yaml" hack/lint/global-values.yaml "${RENDER_DIR}/hooks-in.yaml" <<'PY'
+import sys, yaml
+module = yaml.safe_load(open(sys.argv[1]))
+module["storageVolumeDataManager"]["internal"] = {}
+glob = yaml.safe_load(open(sys.argv[2]))
+yaml.safe_dump({**glob, **module}, open(sys.argv[3], "w"))
+PY
+python3 hack/hook-runner.py --hooks-bin "${HOOKS_BIN}" --binding beforeHelm \
+  --values "${RENDER_DIR}/hooks-in.yaml" --out "${RENDER_DIR}/hooks-out.yaml" \
+  --kubectl "${TESTENV_BIN}/kubectl" --kubeconfig "${TESTENV_KUBECONFIG}"
+python3 - "${RENDER_DIR}/hooks-out.yaml" "${RENDER_DIR}/values/hooks.yaml" <<'PY'
+import sys, yaml
+out = yaml.safe_load(open(sys.argv[1]))
+yaml.safe_dump({"storageVolumeDataManager": out["storageVolumeDataManager"]}, open(sys.argv[2], "w"))
+PY
+
 failed=0
 count=0
+out="${RENDER_DIR}/dry-run/with-hook-values.yaml"
+"${HELM_BIN}" template storage-volume-data-manager "${ROOT}" --namespace "${NS}" --kube-version 1.36 \
+  -f hack/lint/global-values.yaml -f "${RENDER_DIR}/values/hooks.yaml" >"${out}"
+if ! "${KUBECTL[@]}" apply --dry-run=server --validate=strict -f "${out}" >"${out}.log" 2>&1 || grep -qi "warning: tls" "${out}.log"; then
+  echo "error: server-side dry-run with the hooks' values failed:" >&2
+  cat "${out}.log" >&2
+  failed=1
+fi
+count=$((count + 1))
 for settings in "${RENDER_DIR}"/settings/*.json; do
   name="$(basename "${settings}" .json)"
   values="${RENDER_DIR}/values/${name}.yaml"
