@@ -215,7 +215,7 @@ async fn validate_dataexport(
         return resp;
     }
     let review = to_review(&request);
-    let view = match validate::cluster_query(&review) {
+    let view = match validate::cluster_query(&state.settings, &review) {
         Some(query) => state.facts.view(query).await,
         None => None,
     };

@@ -238,18 +238,22 @@ fn parse_kind(kind: Option<&str>) -> Option<TargetKind> {
 }
 
 /// Which target the cluster must be asked about, if the decision needs the cluster at all.
-/// Only a CREATE with a well-formed target does; everything else is decided from the request.
-pub fn cluster_query(review: &Review) -> Option<TargetQuery> {
-    if review.operation != Operation::Create || review.sub_resource.is_some() {
+/// Only a CREATE that passes the checks needing no cluster does; everything else is decided from
+/// the request alone, so a bad request costs no API call.
+pub fn cluster_query(settings: &Settings, review: &Review) -> Option<TargetQuery> {
+    if review.operation != Operation::Create
+        || review.sub_resource.is_some()
+        || review.namespace == names::MODULE_NAMESPACE
+    {
         return None;
     }
     let spec = ExportSpec::from_object(review.object.as_ref()?);
-    let kind = parse_kind(spec.kind.as_deref())?;
-    let name = spec.name.filter(|n| !n.is_empty())?;
+    let kind = check_target_ref(&spec).ok()?;
+    check_ttl(settings, spec.ttl.as_ref(), &mut Vec::new()).ok()?;
     Some(TargetQuery {
         namespace: review.namespace.clone(),
         kind,
-        name,
+        name: spec.name.unwrap_or_default(),
     })
 }
 
@@ -1285,12 +1289,12 @@ mod tests {
         let mut r = update(pvc_export(Some("5m")), pvc_export(Some("bad")));
         r.sub_resource = Some("status".into());
         assert!(validate(&settings(), &r, None).allowed);
-        assert_eq!(cluster_query(&r), None);
+        assert_eq!(cluster_query(&settings(), &r), None);
     }
 
     #[test]
     fn cluster_query_names_the_target_of_a_create_only() {
-        let q = cluster_query(&create(pvc_export(None)));
+        let q = cluster_query(&settings(), &create(pvc_export(None)));
         assert_eq!(
             q,
             Some(TargetQuery {
@@ -1300,19 +1304,30 @@ mod tests {
             })
         );
         assert_eq!(
-            cluster_query(&update(pvc_export(None), pvc_export(None))),
+            cluster_query(&settings(), &update(pvc_export(None), pvc_export(None))),
             None
         );
+        // Decided without the cluster: bad ttl, module namespace.
         assert_eq!(
-            cluster_query(&create(export(
-                "de",
-                json!({"targetRef": {"kind": "Pod", "name": "x"}})
-            ))),
+            cluster_query(&settings(), &create(pvc_export(Some("48h")))),
+            None
+        );
+        let mut r = create(pvc_export(None));
+        r.namespace = names::MODULE_NAMESPACE.into();
+        assert_eq!(cluster_query(&settings(), &r), None);
+        assert_eq!(
+            cluster_query(
+                &settings(),
+                &create(export(
+                    "de",
+                    json!({"targetRef": {"kind": "Pod", "name": "x"}})
+                ))
+            ),
             None
         );
         let mut r = create(pvc_export(None));
         r.object = None;
-        assert_eq!(cluster_query(&r), None);
+        assert_eq!(cluster_query(&settings(), &r), None);
     }
 
     fn exported_pv(claim_ns: &str, claim: &str, owner: Option<(&str, &str)>) -> PvFacts {

@@ -1,39 +1,21 @@
 //! The real HTTPS server on 127.0.0.1: a review over TLS, TLS 1.2 as the floor, and certificate
 //! reload through a Secret-style `..data` symlink swap.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
+mod common;
+
+use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::web;
-use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
-use openssl::x509::X509;
+use openssl::ssl::SslVersion;
 use serde_json::{Value, json};
-use svdm_pki::{CertPair, LeafSpec, Usage};
+use svdm_pki::CertPair;
 use svdm_webhook::facts::StaticFacts;
 use svdm_webhook::server::{AppState, serve};
 use svdm_webhook::tls::ServingCert;
 use svdm_webhook::validate::{ClusterView, Lookup, PvcFacts, Settings};
-
-fn pair() -> (CertPair, CertPair) {
-    let ca = svdm_pki::generate_ca("svdm-webhook-test-ca", Duration::from_secs(3600))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let leaf = svdm_pki::issue(
-        &ca,
-        &LeafSpec {
-            common_name: "svdm-webhook",
-            organizations: &[],
-            dns_names: &["localhost".to_owned()],
-            ip_addresses: &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
-            usage: Usage::Server,
-            validity: Duration::from_secs(3600),
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    (ca, leaf)
-}
 
 /// Writes a Secret-volume layout: `..vN/{tls.crt,tls.key}`, `..data -> ..vN`,
 /// `tls.crt -> ..data/tls.crt`; a later call swaps `..data` atomically as kubelet does.
@@ -52,52 +34,6 @@ fn write_secret(dir: &Path, version: u32, leaf: &CertPair) {
                 .unwrap_or_else(|e| panic!("{e}"));
         }
     }
-}
-
-/// One HTTP/1.1 request over TLS trusting only `ca`; returns (status, body).
-fn https(
-    port: u16,
-    ca: &str,
-    max_version: Option<SslVersion>,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> Result<(u16, String), String> {
-    let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(|e| e.to_string())?;
-    let ca = X509::from_pem(ca.as_bytes()).map_err(|e| e.to_string())?;
-    b.cert_store_mut().add_cert(ca).map_err(|e| e.to_string())?;
-    b.set_verify(SslVerifyMode::PEER);
-    b.set_max_proto_version(max_version)
-        .map_err(|e| e.to_string())?;
-    let connector = b.build();
-    let tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    let mut tls = connector
-        .configure()
-        .map_err(|e| e.to_string())?
-        .verify_hostname(false)
-        .connect("127.0.0.1", tcp)
-        .map_err(|e| e.to_string())?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    tls.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    // A close_notify-less shutdown is fine here: the body is length-delimited.
-    let _ = tls.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no HTTP status in {text:?}"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
 }
 
 fn state() -> web::Data<AppState> {
@@ -123,7 +59,7 @@ fn state() -> web::Data<AppState> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn review_over_https_and_certificate_reload() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let (ca1, leaf1) = pair();
+    let (ca1, leaf1) = common::pair();
     write_secret(dir.path(), 1, &leaf1);
     let cert = ServingCert::load(&dir.path().join("tls.crt"), &dir.path().join("tls.key"))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -157,7 +93,7 @@ async fn review_over_https_and_certificate_reload() {
     let ca1_pem = ca1.cert_pem.clone();
     let body = review.clone();
     let (status, body) = tokio::task::spawn_blocking(move || {
-        https(port, &ca1_pem, None, "POST", "/validate-dataexport", &body)
+        common::https(port, &ca1_pem, None, "POST", "/validate-dataexport", &body)
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"))
@@ -176,7 +112,7 @@ async fn review_over_https_and_certificate_reload() {
     // TLS 1.1 and older are refused.
     let ca1_pem = ca1.cert_pem.clone();
     let old = tokio::task::spawn_blocking(move || {
-        https(
+        common::https(
             port,
             &ca1_pem,
             Some(SslVersion::TLS1_1),
@@ -190,15 +126,16 @@ async fn review_over_https_and_certificate_reload() {
     assert!(old.is_err(), "a TLS 1.1 handshake succeeded: {old:?}");
 
     // Rotate: the Secret volume swaps ..data to a certificate from a new CA.
-    let (ca2, leaf2) = pair();
+    let (ca2, leaf2) = common::pair();
     write_secret(dir.path(), 2, &leaf2);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let ca2_pem = ca2.cert_pem.clone();
-        let r =
-            tokio::task::spawn_blocking(move || https(port, &ca2_pem, None, "GET", "/healthz", ""))
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
+        let r = tokio::task::spawn_blocking(move || {
+            common::https(port, &ca2_pem, None, "GET", "/healthz", "")
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         match r {
             Ok((200, _)) => break,
             other if Instant::now() > deadline => panic!("new certificate not served: {other:?}"),
@@ -207,19 +144,23 @@ async fn review_over_https_and_certificate_reload() {
     }
     // The old CA no longer verifies the served certificate.
     let ca1_pem = ca1.cert_pem.clone();
-    let r = tokio::task::spawn_blocking(move || https(port, &ca1_pem, None, "GET", "/healthz", ""))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let r = tokio::task::spawn_blocking(move || {
+        common::https(port, &ca1_pem, None, "GET", "/healthz", "")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     assert!(r.is_err(), "old CA still verifies: {r:?}");
 
     // A broken update (certificate without matching key) keeps the current certificate.
-    std::fs::write(dir.path().join("..v2/tls.key"), pair().1.key_pem)
+    std::fs::write(dir.path().join("..v2/tls.key"), common::pair().1.key_pem)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(cert.reload().is_err());
     let ca2_pem = ca2.cert_pem.clone();
-    let r = tokio::task::spawn_blocking(move || https(port, &ca2_pem, None, "GET", "/healthz", ""))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let r = tokio::task::spawn_blocking(move || {
+        common::https(port, &ca2_pem, None, "GET", "/healthz", "")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.map(|(s, _)| s), Ok(200));
 
     handle.stop(true).await;
@@ -228,8 +169,8 @@ async fn review_over_https_and_certificate_reload() {
 #[test]
 fn unusable_files_fail_at_load() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let (_, leaf) = pair();
-    let (_, other) = pair();
+    let (_, leaf) = common::pair();
+    let (_, other) = common::pair();
     let c = dir.path().join("c.pem");
     let k = dir.path().join("k.pem");
     assert!(ServingCert::load(&c, &k).is_err());
