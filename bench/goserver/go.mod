@@ -1,0 +1,3 @@
+module svdm/bench/goserver
+
+go 1.21

@@ -1,0 +1,47 @@
+// Command goserver is the Go baseline for bench/exporter.sh: net/http's FileServer over TLS on
+// HTTP/1.1 only (the same protocol the exporter offers), so the comparison is like for like.
+package main
+
+import (
+	"crypto/tls"
+	"flag"
+	"log"
+	"net/http"
+	"os"
+	"time"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:9443", "listen address")
+	root := flag.String("root", ".", "directory to serve")
+	block := flag.String("block", "", "block device served at /block (ServeContent, as the reference exporter)")
+	cert := flag.String("cert", "", "PEM certificate")
+	key := flag.String("key", "", "PEM key")
+	flag.Parse()
+
+	mux := http.NewServeMux()
+	mux.Handle("/files/", http.StripPrefix("/files/", http.FileServer(http.Dir(*root))))
+	if *block != "" {
+		mux.HandleFunc("/block", func(w http.ResponseWriter, r *http.Request) {
+			f, err := os.Open(*block)
+			if err != nil {
+				http.Error(w, "open failed", http.StatusInternalServerError)
+				return
+			}
+			defer f.Close()
+			w.Header().Set("Content-Type", "application/octet-stream")
+			http.ServeContent(w, r, "", time.Time{}, f)
+		})
+	}
+	srv := &http.Server{
+		Addr:              *addr,
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       30 * time.Second,
+		// A non-nil empty map disables HTTP/2.
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+		TLSConfig:    &tls.Config{MinVersion: tls.VersionTLS12},
+	}
+	log.Printf("listening on %s", *addr)
+	log.Fatal(srv.ListenAndServeTLS(*cert, *key))
+}
