@@ -315,10 +315,16 @@ fn validate_create(settings: &Settings, review: &Review, view: Option<&ClusterVi
         TargetKind::PersistentVolumeClaim => {
             check_pvc(&review.namespace, &review.name, &target_name, view)
         }
-        TargetKind::VolumeSnapshot => check_snapshot(&review.namespace, &target_name, view),
+        TargetKind::VolumeSnapshot => {
+            check_snapshot(&review.namespace, &target_name, view).map(|()| None)
+        }
     };
     match result {
-        Ok(()) => Decision::allow("Valid", warnings),
+        Ok(None) => Decision::allow("Valid", warnings),
+        Ok(Some(warning)) => {
+            warnings.push(warning);
+            Decision::allow("RecreatedWhileReturning", warnings)
+        }
         Err((reason, message)) => Decision::deny(reason, message, warnings),
     }
 }
@@ -447,7 +453,7 @@ fn check_pvc(
     own_name: &str,
     pvc_name: &str,
     view: &ClusterView,
-) -> Result<(), Denial> {
+) -> Result<Option<String>, Denial> {
     // Another live export of the same PVC is the most useful thing to say, and it also explains a
     // PVC that shows Lost because its volume is handed over.
     if let Some(other) = view.exports.iter().find(|e| {
@@ -506,6 +512,24 @@ fn check_pvc(
                         == Some(pvc_name)))
     });
     if let Some(pv) = held_by {
+        // `d8` deletes an expired DataExport and at once recreates it under the same name, maybe
+        // before the controller has handed the volume back. That is not a second export: let it
+        // wait for the volume instead of failing the client.
+        if pv
+            .annotations
+            .get(names::ANN_OWNER_NAMESPACE)
+            .map(String::as_str)
+            == Some(namespace)
+            && pv
+                .annotations
+                .get(names::ANN_OWNER_NAME)
+                .map(String::as_str)
+                == Some(own_name)
+        {
+            return Ok(Some(format!(
+                "the volume of PVC {pvc_name} is still being returned from the previous DataExport {own_name}; this export starts once it is back"
+            )));
+        }
         let owner = match (
             pv.annotations.get(names::ANN_OWNER_NAMESPACE),
             pv.annotations.get(names::ANN_OWNER_NAME),
@@ -569,7 +593,7 @@ fn check_pvc(
         users.sort_unstable();
         return Err(("TargetInUse", pods_message(pvc_name, &users)));
     }
-    Ok(())
+    Ok(None)
 }
 
 fn pods_message(pvc_name: &str, pods: &[&str]) -> String {
@@ -1082,6 +1106,28 @@ mod tests {
             ..view()
         };
         assert!(validate(&settings(), &create(pvc_export(Some("1m"))), Some(&v)).allowed);
+
+        // The same name as the export still returning the volume: d8's delete-and-recreate of an
+        // expired export. Allowed with a warning, even while the PVC is Lost and protected.
+        let mut r = create(pvc_export(Some("1m")));
+        r.name = "old".into();
+        let v = ClusterView {
+            exported_pvs: vec![pv.clone()],
+            pvc: Lookup::Found(PvcFacts {
+                phase: Some("Lost".into()),
+                finalizers: vec![names::FINALIZER_PVC_PROTECTION.into()],
+                ..bound_pvc()
+            }),
+            ..Default::default()
+        };
+        let d = validate(&settings(), &r, Some(&v));
+        assert!(d.allowed, "{d:?}");
+        assert_eq!(d.reason, "RecreatedWhileReturning");
+        assert!(
+            d.warnings
+                .iter()
+                .any(|w| w.contains("still being returned from the previous DataExport old"))
+        );
 
         // The protection finalizer alone also means the volume is not back yet.
         let v = ClusterView {
