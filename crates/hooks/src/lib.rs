@@ -3,6 +3,7 @@
 
 pub mod custom_certificate;
 pub mod disable;
+pub mod migration;
 pub mod names;
 pub mod protocol;
 pub mod tls;
@@ -16,5 +17,6 @@ pub fn hooks() -> Vec<Box<dyn Hook>> {
         Box::new(tls::TlsHook::default()),
         Box::new(custom_certificate::CustomCertificateHook),
         Box::new(disable::DisableHook),
+        Box::new(migration::MigrationHook),
     ]
 }

@@ -15,7 +15,7 @@ fn list_works_with_an_empty_environment() {
     let out = bin().args(["hook", "list"]).output().expect("run");
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).expect("utf8");
-    assert!(text.starts_with("Found 3 items:\n"), "{text}");
+    assert!(text.starts_with("Found 4 items:\n"), "{text}");
     assert!(text.contains("0 - tls-certificates\n"));
     assert!(text.contains("1 - custom-certificate\n"));
 }
@@ -27,7 +27,7 @@ fn config_is_a_v1_batch_config_and_nothing_else() {
     let v: Value = serde_json::from_slice(&out.stdout).expect("stdout is only JSON");
     assert_eq!(v["version"], "v1");
     let hooks = v["hooks"].as_array().expect("hooks");
-    assert_eq!(hooks.len(), 3);
+    assert_eq!(hooks.len(), 4);
     for h in hooks {
         assert_eq!(h["configVersion"], "v1");
         assert!(h["metadata"]["name"].is_string());
