@@ -60,6 +60,8 @@ pub struct Config {
     pub pod_ip_prefix: [u8; 3],
     pub service_ip_prefix: [u8; 3],
     pub hosts_file: PathBuf,
+    /// Taints the Node is registered with (`--register-with-taints`).
+    pub taints: Vec<serde_json::Value>,
 }
 
 /// Parse `127.0.1` into octets; only loopback prefixes are accepted.
@@ -154,7 +156,7 @@ pub async fn run(config: Config) -> Result<()> {
     if config.install_classes {
         classes::install_driver_and_classes(&client).await?;
     }
-    let node_uid = node::register(&client, &config.node_name).await?;
+    let node_uid = node::register(&client, &config.node_name, &config.taints).await?;
     classes::register_csinode(&client, &config.node_name, &node_uid).await?;
     log::info!(
         "node {} up; data in {}",

@@ -37,6 +37,9 @@ struct Cli {
     /// The hosts file that carries Service names.
     #[arg(long, default_value = "/etc/hosts")]
     hosts_file: PathBuf,
+    /// Taints to register the Node with, `key[=value]:Effect`, comma-separated (as the kubelet's flag).
+    #[arg(long, value_delimiter = ',', value_parser = svdm_kube_sim::node::parse_taint)]
+    register_with_taints: Vec<serde_json::Value>,
 }
 
 #[tokio::main]
@@ -54,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
         pod_ip_prefix: cli.pod_ip_prefix,
         service_ip_prefix: cli.service_ip_prefix,
         hosts_file: cli.hosts_file,
+        taints: cli.register_with_taints,
     };
     svdm_kube_sim::run(config).await?;
     Ok(())

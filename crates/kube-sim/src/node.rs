@@ -18,7 +18,7 @@ const LEASE_NAMESPACE: &str = "kube-node-lease";
 const LEASE_SECONDS: i32 = 40;
 
 /// The Node as the kubelet registers it (spec and metadata; status is patched separately).
-pub fn node_object(name: &str) -> Value {
+pub fn node_object(name: &str, taints: &[Value]) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Node",
@@ -33,8 +33,23 @@ pub fn node_object(name: &str) -> Value {
                 "sim.svdm.dev/node": "true"
             }
         },
-        "spec": {}
+        "spec": {"taints": taints}
     })
+}
+
+/// Parse `key=value:Effect` or `key:Effect` (the kubelet's `--register-with-taints` syntax).
+pub fn parse_taint(s: &str) -> Result<Value, String> {
+    let (kv, effect) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("taint {s:?}: expected key[=value]:Effect"))?;
+    if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+        return Err(format!("taint {s:?}: unknown effect {effect:?}"));
+    }
+    let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
+    if key.is_empty() {
+        return Err(format!("taint {s:?}: empty key"));
+    }
+    Ok(json!({"key": key, "value": value, "effect": effect}))
 }
 
 /// The Node status the simulator reports: capacity, addresses, version info and healthy conditions.
@@ -82,9 +97,9 @@ pub fn node_status(name: &str, kubelet_version: &str, since: Timestamp, now: Tim
 }
 
 /// Register the Node (idempotent) and report it Ready once. Returns the Node's uid.
-pub async fn register(client: &Client, name: &str) -> Result<String> {
+pub async fn register(client: &Client, name: &str, taints: &[Value]) -> Result<String> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let node: Node = serde_json::from_value(node_object(name))?;
+    let node: Node = serde_json::from_value(node_object(name, taints))?;
     match nodes.create(&PostParams::default(), &node).await {
         Ok(_) => log::info!("registered node {name}"),
         Err(e) if is_conflict(&e) => {
@@ -93,7 +108,7 @@ pub async fn register(client: &Client, name: &str) -> Result<String> {
                 .patch(
                     name,
                     &PatchParams::default(),
-                    &Patch::Merge(node_object(name)),
+                    &Patch::Merge(node_object(name, taints)),
                 )
                 .await?;
         }
@@ -202,5 +217,19 @@ mod tests {
             .expect("Ready");
         assert_eq!(ready.status, "True");
         assert_eq!(micro_time(now), "1970-01-01T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn taints_parse_like_the_kubelet_flag() {
+        assert_eq!(
+            parse_taint("sim.svdm.dev/test=a:NoSchedule"),
+            Ok(json!({"key": "sim.svdm.dev/test", "value": "a", "effect": "NoSchedule"}))
+        );
+        assert_eq!(
+            parse_taint("k:NoExecute"),
+            Ok(json!({"key": "k", "value": "", "effect": "NoExecute"}))
+        );
+        assert!(parse_taint("k=v").is_err());
+        assert!(parse_taint("k=v:Sometimes").is_err());
     }
 }

@@ -77,6 +77,9 @@ pub fn decide_pvc(pvc: &PersistentVolumeClaim, class: &StorageClass, node: &str)
         None if wffc => return PvcDecision::Ignore,
         _ => {}
     }
+    if !topology_allows(class, node) {
+        return PvcDecision::Ignore;
+    }
     let Some(uid) = meta.uid.as_deref() else {
         return PvcDecision::Ignore;
     };
@@ -116,6 +119,20 @@ pub fn decide_pvc(pvc: &PersistentVolumeClaim, class: &StorageClass, node: &str)
         capacity: capacity.0.clone(),
         size_bytes,
         from_snapshot,
+    })
+}
+
+/// Whether the class's `allowedTopologies` (on `kubernetes.io/hostname`, the only key this driver
+/// reports) admit `node`. No restriction admits every node.
+pub fn topology_allows(class: &StorageClass, node: &str) -> bool {
+    let Some(terms) = class.allowed_topologies.as_ref().filter(|t| !t.is_empty()) else {
+        return true;
+    };
+    terms.iter().any(|term| {
+        term.match_label_expressions
+            .iter()
+            .flatten()
+            .all(|e| e.key != "kubernetes.io/hostname" || e.values.iter().any(|v| v == node))
     })
 }
 
@@ -567,6 +584,23 @@ mod tests {
             decide_pvc(&clone, &class("Immediate"), "n1"),
             PvcDecision::Fail(_)
         ));
+    }
+
+    #[test]
+    fn allowed_topologies_pin_a_class_to_nodes() {
+        let mut c = class("Immediate");
+        assert!(topology_allows(&c, "n1"));
+        c = serde_json::from_value(json!({
+            "metadata": {"name": "pinned"}, "provisioner": DRIVER,
+            "allowedTopologies": [{"matchLabelExpressions": [{"key": "kubernetes.io/hostname", "values": ["n2"]}]}]
+        }))
+        .expect("valid class");
+        assert!(!topology_allows(&c, "n1"));
+        assert!(topology_allows(&c, "n2"));
+        assert_eq!(
+            decide_pvc(&pvc(json!({}), json!({})), &c, "n1"),
+            PvcDecision::Ignore
+        );
     }
 
     fn pv(phase: &str, reclaim: &str, mode: &str, node: &str) -> PersistentVolume {

@@ -234,6 +234,8 @@ async fn import(
             });
             set_status(api, name, status).await
         }
+        // Several simulated nodes each have their own store: only a lone node reports absence.
+        None if other_sim_nodes(sim).await? => Ok(()),
         None => {
             set_error(
                 api,
@@ -243,6 +245,16 @@ async fn import(
             .await
         }
     }
+}
+
+async fn other_sim_nodes(sim: &Sim) -> Result<bool> {
+    let nodes = Api::<k8s_openapi::api::core::v1::Node>::all(sim.client.clone())
+        .list(&ListParams::default().labels("sim.svdm.dev/node=true"))
+        .await?;
+    Ok(nodes
+        .items
+        .iter()
+        .any(|n| n.name_any() != sim.config.node_name))
 }
 
 async fn remove_finalizer(
