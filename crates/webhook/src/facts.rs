@@ -308,6 +308,8 @@ pub fn pvc_facts(pvc: &PersistentVolumeClaim) -> PvcFacts {
         volume_name: pvc.spec.as_ref().and_then(|s| s.volume_name.clone()),
         deleting: pvc.metadata.deletion_timestamp.is_some(),
         finalizers: pvc.finalizers().to_vec(),
+        owner_namespace: pvc.annotations().get(names::ANN_OWNER_NAMESPACE).cloned(),
+        owner_name: pvc.annotations().get(names::ANN_OWNER_NAME).cloned(),
     }
 }
 
@@ -478,7 +480,11 @@ mod tests {
     #[test]
     fn pvc_facts_read_phase_volume_and_finalizers() {
         let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
-            "metadata": {"name": "data", "finalizers": [names::FINALIZER_PVC_PROTECTION]},
+            "metadata": {
+                "name": "data",
+                "finalizers": [names::FINALIZER_PVC_PROTECTION],
+                "annotations": {names::ANN_OWNER_NAMESPACE: "ns", names::ANN_OWNER_NAME: "de"},
+            },
             "spec": {"volumeName": "pv-1"},
             "status": {"phase": "Lost"},
         }))
@@ -488,5 +494,7 @@ mod tests {
         assert_eq!(f.volume_name.as_deref(), Some("pv-1"));
         assert_eq!(f.finalizers, vec![names::FINALIZER_PVC_PROTECTION]);
         assert!(!f.deleting);
+        assert_eq!(f.owner_name.as_deref(), Some("de"));
+        assert_eq!(f.owner_namespace.as_deref(), Some("ns"));
     }
 }

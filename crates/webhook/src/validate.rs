@@ -94,6 +94,9 @@ pub struct PvcFacts {
     pub volume_name: Option<String>,
     pub deleting: bool,
     pub finalizers: Vec<String>,
+    /// The DataExport recorded on the PVC by the controller (owner annotations), if any.
+    pub owner_namespace: Option<String>,
+    pub owner_name: Option<String>,
 }
 
 /// A pod in the target's namespace and the claims it mounts.
@@ -551,10 +554,20 @@ fn check_pvc(
         .iter()
         .any(|f| f == names::FINALIZER_PVC_PROTECTION)
     {
+        let owner = match (pvc.owner_namespace.as_deref(), pvc.owner_name.as_deref()) {
+            (Some(ns), Some(name)) if ns == namespace && name == own_name => {
+                return Ok(Some(format!(
+                    "the volume of PVC {pvc_name} is still being returned from the previous DataExport {own_name}; this export starts once it is back"
+                )));
+            }
+            (Some(ns), Some(name)) if ns == namespace => format!("DataExport {name}"),
+            (Some(ns), Some(name)) => format!("DataExport {ns}/{name}"),
+            _ => "an export".to_owned(),
+        };
         return Err((
             "AlreadyExported",
             format!(
-                "PVC {pvc_name} is still protected by an export that has not returned its volume yet; wait until the PVC is Bound again, then retry"
+                "PVC {pvc_name} is still protected by {owner}, which has not returned its volume yet; wait until the PVC is Bound again, then retry"
             ),
         ));
     }
@@ -1138,7 +1151,26 @@ mod tests {
             ..Default::default()
         };
         let d = validate(&settings(), &create(pvc_export(Some("1m"))), Some(&v));
-        denied(&d, "AlreadyExported", "wait until the PVC is Bound again");
+        denied(
+            &d,
+            "AlreadyExported",
+            "protected by an export, which has not returned",
+        );
+        let v = ClusterView {
+            pvc: Lookup::Found(PvcFacts {
+                finalizers: vec![names::FINALIZER_PVC_PROTECTION.into()],
+                owner_namespace: Some("ns".into()),
+                owner_name: Some("old".into()),
+                ..bound_pvc()
+            }),
+            ..Default::default()
+        };
+        let d = validate(&settings(), &create(pvc_export(Some("1m"))), Some(&v));
+        denied(&d, "AlreadyExported", "protected by DataExport old");
+        let mut r = create(pvc_export(Some("1m")));
+        r.name = "old".into();
+        let d = validate(&settings(), &r, Some(&v));
+        assert_eq!(d.reason, "RecreatedWhileReturning", "{d:?}");
     }
 
     #[test]
