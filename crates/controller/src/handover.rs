@@ -582,6 +582,11 @@ fn return_step(o: &Observed) -> Step {
     if pv.reclaim_policy.as_deref() != Some(policy.as_str()) {
         return Step::RestoreReclaimPolicy { policy };
     }
+    if user.deleting {
+        // Releasing a PVC that is being deleted makes it vanish at once; the PV record (the
+        // only other trace) goes first, the PVC's own marks are then found on the PVC itself.
+        return Step::ClearPvRecord;
+    }
     if held_by_us || unclaimed_leftovers(user) {
         return Step::UnprotectUserPvc;
     }

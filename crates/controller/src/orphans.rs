@@ -19,6 +19,8 @@ use crate::reconcile;
 
 /// How often the sweep runs.
 pub const INTERVAL: Duration = Duration::from_secs(30);
+/// How soon the sweep looks again while an orphan's return is in progress.
+pub const BUSY_INTERVAL: Duration = Duration::from_secs(3);
 
 #[derive(Clone, Debug, Default)]
 struct Candidate {
@@ -53,7 +55,8 @@ fn add<K: Resource>(c: &mut BTreeMap<String, Candidate>, o: &K) -> Option<String
 }
 
 /// One sweep over everything carrying our marks.
-pub async fn sweep(ctx: &Context) -> Result<usize> {
+/// Returns (orphans fully returned, orphans still being returned).
+pub async fn sweep(ctx: &Context) -> Result<(usize, usize)> {
     let client = ctx.client.clone();
     let managed = ListParams::default().labels(&format!("{}=true", names::LABEL_MANAGED));
     let mut cands: BTreeMap<String, Candidate> = BTreeMap::new();
@@ -93,6 +96,7 @@ pub async fn sweep(ctx: &Context) -> Result<usize> {
     }
 
     let mut returned = 0;
+    let mut in_progress = 0;
     for (uid, c) in cands {
         if !c.namespace.is_empty() && !c.name.is_empty() {
             let des: Api<DataExport> = Api::namespaced(client.clone(), &c.namespace);
@@ -124,23 +128,32 @@ pub async fn sweep(ctx: &Context) -> Result<usize> {
                     ctx.metrics.set_inconsistent(&pv, true);
                 }
             }
-            other => log::info!("orphan {uid}: return in progress ({other:?})"),
+            other => {
+                in_progress += 1;
+                log::info!("orphan {uid}: return in progress ({other:?})");
+            }
         }
     }
-    Ok(returned)
+    Ok((returned, in_progress))
 }
 
 /// Sweeps forever (while this replica leads).
 pub async fn run(ctx: Arc<Context>) {
     loop {
-        match sweep(&ctx).await {
-            Ok(0) => {}
-            Ok(n) => log::info!("orphan sweep: {n} returned"),
+        // A return in progress (waiting for the binder) is looked at again soon.
+        let pause = match sweep(&ctx).await {
+            Ok((n, busy)) => {
+                if n > 0 {
+                    log::info!("orphan sweep: {n} returned");
+                }
+                if busy > 0 { BUSY_INTERVAL } else { INTERVAL }
+            }
             Err(e) => {
                 ctx.metrics.error(e.category());
                 log::warn!("orphan sweep failed: {e}");
+                INTERVAL
             }
-        }
-        tokio::time::sleep(INTERVAL).await;
+        };
+        tokio::time::sleep(pause).await;
     }
 }

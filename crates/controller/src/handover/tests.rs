@@ -673,3 +673,24 @@ fn check_properties(o: &Observed) {
         assert!(!o.exporter_objects_exist, "{}", ctx());
     }
 }
+
+#[test]
+fn a_deleting_user_pvc_is_released_last() {
+    let mut w = World::new();
+    w.run(30);
+    w.o.intent = Intent::Return;
+    w.o.user_pvc.as_mut().expect("u").deleting = true;
+    let names: Vec<_> = w.run(30).iter().map(Step::name).collect();
+    assert_eq!(
+        names,
+        [
+            "delete-exporter-objects",
+            "delete-export-pvc",
+            "rebind-pv-to-user-pvc",
+            "restore-reclaim-policy",
+            "clear-pv-record",
+            "unprotect-user-pvc",
+            "returned"
+        ]
+    );
+}
