@@ -124,5 +124,18 @@ fn binary_serves_reviews_from_env_configuration() {
             )),
         "{v}"
     );
-    drop(child);
+
+    // SIGTERM (what the kubelet sends) stops it cleanly.
+    let pid = child.0.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(killed.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "still running 15s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "exit after SIGTERM: {status}");
 }

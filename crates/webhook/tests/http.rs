@@ -341,3 +341,26 @@ async fn pod_webhook_refuses_a_pvc_under_export() {
     assert_eq!(v["response"]["allowed"], false);
     assert_eq!(v["response"]["uid"], "p-4");
 }
+
+#[actix_web::test]
+async fn status_writes_and_dry_runs() {
+    // A status write (if the subresource is ever registered) is never blocked.
+    let old = export(
+        json!({"targetRef": {"kind": "PersistentVolumeClaim", "name": "data"}, "ttl": "5m"}),
+    );
+    let mut new = old.clone();
+    new["status"] = json!({"phase": "Ready"});
+    let mut body = review("s-1", "UPDATE", new, old);
+    body["request"]["subResource"] = json!("status");
+    let (_, v) = post(state(None), body.to_string().into_bytes()).await;
+    assert_eq!(response(&v)["allowed"], true, "{v}");
+    // A dry run is decided like the real request (the webhook has no side effects).
+    let obj = export(
+        json!({"targetRef": {"kind": "PersistentVolumeClaim", "name": "data"}, "ttl": "48h"}),
+    );
+    let mut body = review("s-2", "CREATE", obj, Value::Null);
+    body["request"]["dryRun"] = json!(true);
+    let (_, v) = post(state(Some(bound_view())), body.to_string().into_bytes()).await;
+    assert_eq!(response(&v)["allowed"], false, "{v}");
+    assert_eq!(response(&v)["uid"], "s-2");
+}
