@@ -11,11 +11,6 @@ injects its own helm_lib_module_image* stubs at lint time; both render `<registr
 {{- $name | replace "-" "_" | camelcase | untitle -}}
 {{- end -}}
 
-{{- define "svdm.values" -}}
-{{- /* Usage: $v := include "svdm.values" . | fromJson: the module's values as a dict. */ -}}
-{{- index .Values (include "helm_lib_module_camelcase_name" .) | toJson -}}
-{{- end -}}
-
 {{- define "helm_lib_module_labels" -}}
 {{- $context := index . 0 -}}
 labels:
