@@ -10,14 +10,13 @@ use std::sync::Arc;
 use actix_web::http::header;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
 use kube::core::DynamicObject;
 use kube::core::admission::{
     AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND,
 };
 use serde_json::Value;
 use svdm_api::names;
-
-use k8s_openapi::api::core::v1::Pod;
 
 use crate::facts::{self, FactSource};
 use crate::tls::ServingCert;
