@@ -85,6 +85,11 @@ if [[ ${#rendered[@]} -gt 0 ]]; then
   python3 hack/lint/module_lint.py rendered "${rendered[@]}" || failed=1
 fi
 
+step "lint self-test (each check catches its mistake)"
+if [[ -f "${RENDER_DIR}/defaults.yaml" ]]; then
+  python3 hack/lint/test_module_lint.py "${RENDER_DIR}/defaults.yaml" || failed=1
+fi
+
 if [[ "${dmt_ok}" == "1" ]]; then
   step "dmt lint"
   # dmt writes templates/_dmt_image_stub.tpl while rendering; never leave it behind.

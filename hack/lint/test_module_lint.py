@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+# Copyright 2026 Flant JSC
+# SPDX-License-Identifier: Apache-2.0
+"""Self-test of hack/lint/module_lint.py: the checks must catch what they claim to catch, or a green
+module lint means nothing. Mutates one rendered manifest at a time and expects a specific error.
+Run: python3 hack/lint/test_module_lint.py RENDERED.yaml  (a render of the chart with defaults)."""
+
+import copy
+import os
+import sys
+
+import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import module_lint  # noqa: E402
+
+
+def find(docs, kind, name):
+    for d in docs:
+        if isinstance(d, dict) and d.get("kind") == kind and d["metadata"]["name"] == name:
+            return d
+    raise KeyError(f"{kind}/{name}")
+
+
+def controller_container(docs):
+    return find(docs, "Deployment", "controller")["spec"]["template"]["spec"]["containers"][0]
+
+
+MUTATIONS = [
+    ("missing module label", lambda d: find(d, "Service", "webhook")["metadata"]["labels"].pop("module"),
+     "labels heritage=deckhouse"),
+    ("writable root filesystem",
+     lambda d: controller_container(d)["securityContext"].update(readOnlyRootFilesystem=False),
+     "readOnlyRootFilesystem"),
+    ("privilege escalation",
+     lambda d: controller_container(d)["securityContext"].update(allowPrivilegeEscalation=True),
+     "allowPrivilegeEscalation"),
+    ("no readiness probe", lambda d: controller_container(d).pop("readinessProbe"), "readinessProbe"),
+    ("no ephemeral storage request",
+     lambda d: controller_container(d)["resources"]["requests"].pop("ephemeral-storage"), "ephemeral-storage"),
+    ("image not from digests", lambda d: controller_container(d).update(image="nginx:latest"), "modulesImages"),
+    ("pull policy Always", lambda d: controller_container(d).update(imagePullPolicy="Always"), "imagePullPolicy"),
+    ("root pod", lambda d: find(d, "Deployment", "controller")["spec"]["template"]["spec"]["securityContext"].update(runAsUser=1000),
+     "65534 or 64535"),
+    ("unknown priority class",
+     lambda d: find(d, "Deployment", "webhook")["spec"]["template"]["spec"].update(priorityClassName="high"),
+     "priorityClassName"),
+    ("revision history", lambda d: find(d, "Deployment", "webhook")["spec"].update(revisionHistoryLimit=10),
+     "revisionHistoryLimit"),
+    ("no PDB", lambda d: d.remove(find(d, "PodDisruptionBudget", "controller")), "PodDisruptionBudget"),
+    ("VPA Auto", lambda d: find(d, "VerticalPodAutoscaler", "webhook")["spec"]["updatePolicy"].update(updateMode="Auto"),
+     "Auto"),
+    ("wildcard verb", lambda d: find(d, "ClusterRole", "d8:storage-volume-data-manager:webhook")["rules"][0].update(verbs=["*"]),
+     "wildcard"),
+    ("badly named ClusterRole",
+     lambda d: find(d, "ClusterRole", "d8:storage-volume-data-manager:webhook")["metadata"].update(name="webhook-reader"),
+     "must start with"),
+    ("user-authz without annotation",
+     lambda d: find(d, "ClusterRole", "d8:user-authz:storage-volume-data-manager:editor")["metadata"].pop("annotations"),
+     "access-level"),
+    ("binding to an unknown ServiceAccount",
+     lambda d: find(d, "ClusterRoleBinding", "d8:storage-volume-data-manager:exporter")["subjects"][0].update(name="ghost"),
+     "not rendered"),
+    ("webhook without werf annotations",
+     lambda d: find(d, "ValidatingWebhookConfiguration", "d8-storage-volume-data-manager-dataexport")["metadata"].pop("annotations"),
+     "werf.io"),
+    ("numeric targetPort", lambda d: find(d, "Service", "webhook")["spec"]["ports"][0].update(targetPort=9443),
+     "named port"),
+    ("undeclared mount", lambda d: controller_container(d)["volumeMounts"][0].update(mountPath="/var/lib/x"),
+     "mount-points"),
+]
+
+
+def main():
+    with open(sys.argv[1], encoding="utf-8") as f:
+        base = [d for d in yaml.safe_load_all(f) if d]
+    module_lint.errors.clear()
+    module_lint.check_rendered(copy.deepcopy(base), "base")
+    failed = 0
+    if module_lint.errors:
+        print(f"FAIL: the unmodified render has errors: {module_lint.errors}")
+        failed += 1
+    passed = 0
+    for name, mutate, expected in MUTATIONS:
+        docs = copy.deepcopy(base)
+        mutate(docs)
+        module_lint.errors.clear()
+        module_lint.check_rendered(docs, name)
+        if any(expected in e for e in module_lint.errors):
+            passed += 1
+        else:
+            failed += 1
+            print(f"FAIL: {name}: expected an error containing {expected!r}, got {module_lint.errors}")
+    module_lint.errors.clear()
+    print(f"lint self-test: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
