@@ -138,7 +138,8 @@ def apply_kube_op(kubectl, op):
     elif operation in ("MergePatch", "JSONPatch"):
         body = op.get("mergePatch") if operation == "MergePatch" else op.get("jsonPatch")
         kind_flag = "merge" if operation == "MergePatch" else "json"
-        p = sh(kubectl + ["patch", kind, op["name"], "--type", kind_flag, "-p", json.dumps(body)] + ns, check=False)
+        sub = ["--subresource", op["subresource"]] if op.get("subresource") else []
+        p = sh(kubectl + ["patch", kind, op["name"], "--type", kind_flag, "-p", json.dumps(body)] + ns + sub, check=False)
         if p.returncode != 0 and not (op.get("ignoreMissingObject") and "NotFound" in p.stderr):
             raise RunnerError(f"{operation} {kind}/{op['name']}: {p.stderr.strip()}")
     elif operation == "JQPatch":

@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# Copyright 2026 Flant JSC
+# SPDX-License-Identifier: Apache-2.0
+#
+# The module-disabled and migration hooks against a real control plane, through the batch-hook
+# protocol (hack/hook-runner.py applies their object patches with kubectl, as addon-operator would).
+#
+# The hooks act cluster-wide, so this must never run against a control plane other tests use: it
+# starts its own (e2e/testenv.sh with a private TESTENV_DIR) unless HOOKS_TESTENV_DIR names one that
+# is already running and private. Scenarios, each set up exactly as the controller (or the earlier Go
+# implementation) leaves the cluster mid-export, with the real PV binder of kube-controller-manager:
+#   1. afterDeleteHelm with an export in flight: the user PVC must end Bound to its PV, the original
+#      reclaim policy restored, no svdm label, annotation or finalizer left, export PVC gone, the
+#      DataExport's finalizer released.
+#   2. beforeHelm with a legacy export in flight: the same for the legacy names, the legacy-expired
+#      DataExport marked Expired; a second run writes the marker; a third does nothing.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "${ROOT}"
+TESTENV_DIR="${HOOKS_TESTENV_DIR:-${HOME}/.cache/storage-volume-data-manager/hooks-testenv}"
+export TESTENV_DIR
+started=0
+if [[ ! -f "${TESTENV_DIR}/env" ]]; then
+  e2e/testenv.sh up >&2
+  started=1
+fi
+cleanup() {
+  if [[ "${started}" == "1" && "${HOOKS_E2E_KEEP:-0}" != "1" ]]; then
+    e2e/testenv.sh down >&2 || true
+  fi
+}
+trap cleanup EXIT
+# shellcheck disable=SC1091
+source "${TESTENV_DIR}/env"
+K=("${TESTENV_BIN}/kubectl" --kubeconfig "${TESTENV_KUBECONFIG}")
+NS=d8-storage-volume-data-manager
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME}/.cache/storage-volume-data-manager/target}"
+cargo build -q -p svdm-hooks
+HOOKS_BIN="${CARGO_TARGET_DIR}/debug/svdm-hooks"
+WORK="$(mktemp -d)"
+
+passed=0
+failed=0
+check() { # description, command...
+  local what="$1"
+  shift
+  if "$@"; then
+    passed=$((passed + 1))
+    echo "ok: ${what}" >&2
+  else
+    failed=$((failed + 1))
+    echo "FAIL: ${what}" >&2
+  fi
+}
+jp() { "${K[@]}" get "$@"; }
+wait_for() { # seconds, command...
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@"; do
+    if ((SECONDS > deadline)); then return 1; fi
+    sleep 1
+  done
+}
+run_hooks() { # binding
+  python3 - hack/lint/global-values.yaml "${WORK}/in.yaml" <<'PY'
+import sys, yaml
+g = yaml.safe_load(open(sys.argv[1]))
+g["storageVolumeDataManager"] = {"internal": {}, "https": {}}
+yaml.safe_dump(g, open(sys.argv[2], "w"))
+PY
+  python3 hack/hook-runner.py --hooks-bin "${HOOKS_BIN}" --binding "$1" --values "${WORK}/in.yaml" \
+    --out "${WORK}/out.yaml" --kubectl "${TESTENV_BIN}/kubectl" --kubeconfig "${TESTENV_KUBECONFIG}" --apply-kube
+}
+
+"${K[@]}" apply --server-side -f crds/dataexports.yaml >/dev/null
+"${K[@]}" create namespace "${NS}" --dry-run=client -o yaml | "${K[@]}" apply -f - >/dev/null
+
+# A PV bound to a user PVC by the real binder, then handed over (`prefix` = svdm or legacy).
+make_bound_pv() { # namespace pvc pv
+  local ns=$1 pvc=$2 pv=$3
+  "${K[@]}" create namespace "${ns}" --dry-run=client -o yaml | "${K[@]}" apply -f - >/dev/null
+  "${K[@]}" apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: ${pv}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Delete
+  storageClassName: hooks-e2e
+  hostPath: {path: /tmp/hooks-e2e/${pv}}
+  claimRef: {namespace: ${ns}, name: ${pvc}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: ${pvc}
+  namespace: ${ns}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: hooks-e2e
+  volumeName: ${pv}
+  resources: {requests: {storage: 1Gi}}
+YAML
+  wait_for 60 bash -c "[[ \$('${K[0]}' --kubeconfig '${TESTENV_KUBECONFIG}' -n ${ns} get pvc ${pvc} -o jsonpath='{.status.phase}') == Bound ]]"
+}
+
+hand_over() { # ns pvc pv export-pvc annotations-json labels-json user-finalizer user-annotations-json user-labels-json
+  local ns=$1 pvc=$2 pv=$3 export=$4
+  local user_uid
+  user_uid=$(jp -n "${ns}" pvc "${pvc}" -o jsonpath='{.metadata.uid}')
+  "${K[@]}" patch pv "${pv}" --type merge -p "{\"metadata\":{\"annotations\":$5,\"labels\":$6},\"spec\":{\"persistentVolumeReclaimPolicy\":\"Retain\"}}" >/dev/null
+  "${K[@]}" patch pvc -n "${ns}" "${pvc}" --type merge -p "{\"metadata\":{\"finalizers\":[\"kubernetes.io/pvc-protection\",\"$7\"],\"annotations\":$8,\"labels\":$9}}" >/dev/null
+  "${K[@]}" apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: ${export}
+  namespace: ${NS}
+  labels: {svdm.storage.deckhouse.io/managed: "true"}
+spec:
+  accessModes: [ReadWriteOncePod]
+  storageClassName: hooks-e2e
+  volumeName: ${pv}
+  resources: {requests: {storage: 1Gi}}
+YAML
+  local export_uid
+  export_uid=$(jp -n "${NS}" pvc "${export}" -o jsonpath='{.metadata.uid}')
+  "${K[@]}" patch pv "${pv}" --type merge -p "{\"spec\":{\"claimRef\":{\"namespace\":\"${NS}\",\"name\":\"${export}\",\"uid\":\"${export_uid}\",\"resourceVersion\":null}}}" >/dev/null
+  wait_for 60 bash -c "[[ \$('${K[0]}' --kubeconfig '${TESTENV_KUBECONFIG}' -n ${NS} get pvc ${export} -o jsonpath='{.status.phase}') == Bound ]]"
+  wait_for 60 bash -c "[[ \$('${K[0]}' --kubeconfig '${TESTENV_KUBECONFIG}' -n ${ns} get pvc ${pvc} -o jsonpath='{.status.phase}') == Lost ]]"
+  echo "${user_uid}"
+}
+
+returned() { # ns pvc pv policy
+  [[ $(jp -n "$1" pvc "$2" -o jsonpath='{.status.phase}/{.spec.volumeName}') == "Bound/$3" ]] &&
+    [[ $(jp pv "$3" -o jsonpath='{.spec.persistentVolumeReclaimPolicy}') == "$4" ]]
+}
+no_marks() { # ns pvc pv pattern
+  ! jp pv "$3" -o json | python3 -c "import json,sys; o=json.load(sys.stdin)['metadata']; sys.exit(0 if any('$4' in k for k in list((o.get('labels') or {}))+list((o.get('annotations') or {}))) else 1)" &&
+    ! jp -n "$1" pvc "$2" -o json | python3 -c "import json,sys; o=json.load(sys.stdin)['metadata']; sys.exit(0 if any('$4' in k for k in list((o.get('labels') or {}))+list((o.get('annotations') or {}))+(o.get('finalizers') or [])) else 1)"
+}
+gone() { ! jp "$@" >/dev/null 2>&1; }
+
+echo "== scenario 1: module disabled with an export in flight" >&2
+make_bound_pv hooks-a data pv-hooks-a
+UID_A=$(hand_over hooks-a data pv-hooks-a exp-hooks-a \
+  '{"svdm.storage.deckhouse.io/dataexport-namespace":"hooks-a","svdm.storage.deckhouse.io/dataexport-name":"backup","svdm.storage.deckhouse.io/dataexport-uid":"de-a","svdm.storage.deckhouse.io/original-reclaim-policy":"Delete","svdm.storage.deckhouse.io/original-claim-namespace":"hooks-a","svdm.storage.deckhouse.io/original-claim-name":"data","svdm.storage.deckhouse.io/original-claim-uid":"'"$(jp -n hooks-a pvc data -o jsonpath='{.metadata.uid}')"'"}' \
+  '{"svdm.storage.deckhouse.io/exported":"true","svdm.storage.deckhouse.io/dataexport-uid":"de-a"}' \
+  svdm.storage.deckhouse.io/export-protection \
+  '{"svdm.storage.deckhouse.io/dataexport-uid":"de-a"}' \
+  '{"svdm.storage.deckhouse.io/managed":"true","svdm.storage.deckhouse.io/dataexport-uid":"de-a"}')
+"${K[@]}" apply -f - >/dev/null <<'YAML'
+apiVersion: storage.deckhouse.io/v1alpha1
+kind: DataExport
+metadata:
+  name: backup
+  namespace: hooks-a
+  finalizers: [svdm.storage.deckhouse.io/cleanup]
+spec:
+  targetRef: {kind: PersistentVolumeClaim, name: data}
+YAML
+run_hooks afterDeleteHelm
+check "user PVC Bound to its PV again, reclaim policy Delete restored" wait_for 60 returned hooks-a data pv-hooks-a Delete
+check "same PVC object (uid kept)" test "$(jp -n hooks-a pvc data -o jsonpath='{.metadata.uid}')" == "${UID_A}"
+check "no svdm label, annotation or finalizer left" no_marks hooks-a data pv-hooks-a svdm.storage.deckhouse.io
+check "export PVC deleted" wait_for 30 gone -n "${NS}" pvc exp-hooks-a
+check "DataExport finalizer released" test -z "$(jp -n hooks-a dataexport backup -o jsonpath='{.metadata.finalizers}')"
+
+echo "== scenario 2: upgrade from the earlier implementation with a legacy export in flight" >&2
+make_bound_pv hooks-b db pv-hooks-b
+hand_over hooks-b db pv-hooks-b pvc-for-pvc-hooksb \
+  '{"storage.deckhouse.io/original-pvc-namespace":"hooks-b","storage.deckhouse.io/original-pvc-name":"db","storage.deckhouse.io/storage-manager-namespace":"hooks-b","storage.deckhouse.io/storage-manager-name":"old-export","storage.deckhouse.io/target-ref":"pvc","storage.deckhouse.io/generated-name-suffix":"hooksb","storage.deckhouse.io/original-reclaim-policy":"Delete"}' \
+  '{"storage.deckhouse.io/data-exporter":"true"}' \
+  storage.deckhouse.io/storage-manager-controller \
+  '{"storage.deckhouse.io/data-export-in-progress":"true","storage.deckhouse.io/data-export-request":"true"}' \
+  '{}' >/dev/null
+"${K[@]}" -n "${NS}" create service clusterip service-for-pvc-hooksb --tcp=8085:8085 >/dev/null
+"${K[@]}" apply -f - >/dev/null <<'YAML'
+apiVersion: storage.deckhouse.io/v1alpha1
+kind: DataExport
+metadata:
+  name: old-export
+  namespace: hooks-b
+  finalizers: [storage.deckhouse.io/storage-manager-controller]
+spec:
+  targetRef: {kind: PersistentVolumeClaim, name: db}
+---
+apiVersion: storage.deckhouse.io/v1alpha1
+kind: DataExport
+metadata:
+  name: expired
+  namespace: hooks-b
+spec:
+  targetRef: {kind: PersistentVolumeClaim, name: db}
+YAML
+"${K[@]}" -n hooks-b patch dataexport expired --subresource=status --type merge \
+  -p '{"status":{"conditions":[{"type":"Expired","status":"True","reason":"Expired","message":"idle","lastTransitionTime":"2026-10-01T10:00:00Z"}]}}' >/dev/null
+run_hooks beforeHelm
+check "legacy: user PVC Bound again, reclaim policy Delete restored" wait_for 60 returned hooks-b db pv-hooks-b Delete
+check "legacy: no legacy finalizer or in-progress annotation left" bash -c "! '${K[0]}' --kubeconfig '${TESTENV_KUBECONFIG}' -n hooks-b get pvc db -o json | grep -q 'storage-manager-controller\|data-export-in-progress'"
+check "legacy: storage-foundation's data-export-request annotation untouched" test "$(jp -n hooks-b pvc db -o jsonpath='{.metadata.annotations.storage\.deckhouse\.io/data-export-request}')" == "true"
+check "legacy: PV record and label removed" bash -c "! '${K[0]}' --kubeconfig '${TESTENV_KUBECONFIG}' get pv pv-hooks-b -o json | grep -q 'storage.deckhouse.io/'"
+check "legacy: exporter objects and export PVC deleted" wait_for 30 gone -n "${NS}" pvc pvc-for-pvc-hooksb
+check "legacy: Service deleted" gone -n "${NS}" service service-for-pvc-hooksb
+check "legacy: DataExport finalizer released" test -z "$(jp -n hooks-b dataexport old-export -o jsonpath='{.metadata.finalizers}')"
+check "legacy: expired DataExport is Expired today" test "$(jp -n hooks-b dataexport expired -o jsonpath='{.status.phase}/{.status.conditions[?(@.type=="Ready")].reason}')" == "Expired/Expired"
+check "no marker while the run found work" gone -n "${NS}" configmap svdm-migration
+run_hooks beforeHelm
+check "a clean run writes the marker" test "$(jp -n "${NS}" configmap svdm-migration -o jsonpath='{.data.legacy-go}')" == "done"
+run_hooks beforeHelm 2>"${WORK}/third.log"
+check "with the marker the migration does nothing" grep -q "hook migrate-legacy: ok (0 object patch(es))" "${WORK}/third.log"
+
+rm -rf "${WORK}"
+echo "hooks e2e: ${passed} passed, ${failed} failed" >&2
+echo "${passed} passed, ${failed} failed"
+[[ "${failed}" == "0" ]]
