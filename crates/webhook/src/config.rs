@@ -50,6 +50,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
+    // Module settings may spell it "Warning"; log's own parser knows only "warn".
+    let s = if s.eq_ignore_ascii_case("warning") {
+        "warn"
+    } else {
+        s
+    };
     s.parse()
         .map_err(|_| format!("{s:?} is not a log level; use error, warn, info, debug or trace"))
 }
@@ -116,5 +122,34 @@ mod tests {
             .is_err()
         );
         assert!(Args::try_parse_from(["svdm-webhook"]).is_err());
+        for (given, want) in [
+            ("Warning", log::LevelFilter::Warn),
+            ("ERROR", log::LevelFilter::Error),
+            ("trace", log::LevelFilter::Trace),
+        ] {
+            let a = Args::try_parse_from([
+                "svdm-webhook",
+                "--tls-cert",
+                "c",
+                "--tls-key",
+                "k",
+                "--log-level",
+                given,
+            ])
+            .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(a.log_level, want);
+        }
+        assert!(
+            Args::try_parse_from([
+                "svdm-webhook",
+                "--tls-cert",
+                "c",
+                "--tls-key",
+                "k",
+                "--log-level",
+                "loud"
+            ])
+            .is_err()
+        );
     }
 }
