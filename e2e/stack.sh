@@ -21,7 +21,10 @@ is_running() {
   local f=$stack/$1.pid pid
   [ -f "$f" ] || return 1
   pid=$(cat "$f")
-  [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "$2"
+  # Read first, then match: `tr | grep -q` fails under pipefail when grep exits early (SIGPIPE).
+  local cmd
+  cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) || return 1
+  [[ $cmd == *"$2"* ]]
 }
 
 stop_one() { # name binary
@@ -47,6 +50,12 @@ down() {
   # The simulated node stops its pods' processes, detaches its loop devices and removes its
   # /etc/hosts block on SIGTERM.
   stop_one kube-sim svdm-kube-sim
+  # The node keeps its loop devices across restarts (they are its disks); tearing the stack down
+  # removes the disks too, so detach every loop device backed by a file of this stack.
+  local dev file
+  while read -r dev file; do
+    case $file in "$stack"/*) losetup -d "$dev" 2>/dev/null || true ;; esac
+  done < <(losetup -l -n -O NAME,BACK-FILE 2>/dev/null || true)
   log "stopped"
 }
 

@@ -31,7 +31,10 @@ is_running() {
   local f=$TESTENV_DIR/$1.pid pid
   [ -f "$f" ] || return 1
   pid=$(cat "$f")
-  [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "$1"
+  # Read first, then match: `tr | grep -q` fails under pipefail when grep exits early (SIGPIPE).
+  local cmd
+  cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) || return 1
+  [[ $cmd == *"$1"* ]]
 }
 
 stop_one() {
