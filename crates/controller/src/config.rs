@@ -85,9 +85,14 @@ pub struct Args {
     pub metrics_address: String,
     #[arg(long, env = "SVDM_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
-    /// Reconcile only DataExports matching this label selector (empty: all). Lets tests run
-    /// several controllers against one cluster without sharing objects.
-    #[arg(long, env = "SVDM_DATAEXPORT_LABEL_SELECTOR", default_value = "")]
+    /// Reconcile only DataExports matching this label selector. The default leaves out the
+    /// DataExports of the controller's own integration tests, each of which runs a private
+    /// controller selecting `svdm-controller-test=<test id>`; production objects never carry it.
+    #[arg(
+        long,
+        env = "SVDM_DATAEXPORT_LABEL_SELECTOR",
+        default_value = "!svdm-controller-test"
+    )]
     pub dataexport_label_selector: String,
     /// Test only: exit(3) right after the named handover/return step is persisted.
     #[arg(long, env = "SVDM_FAULT_AFTER_STEP")]

@@ -18,6 +18,8 @@ pub struct Source {
     pub snapshot_class: Option<String>,
     /// StorageClass of the PVC the snapshot was taken from, if that PVC still exists.
     pub source_pvc_class: Option<String>,
+    /// volumeMode of that PVC (used when the content does not record `sourceVolumeMode`).
+    pub source_pvc_mode: Option<String>,
     pub has_our_finalizer: bool,
     pub deleting: bool,
 }
@@ -31,7 +33,9 @@ pub struct Observed {
     /// Content resolved to the bound content exists (Some(false) = name known but not found).
     pub source_content_found: bool,
     pub content_copy: bool,
+    pub content_copy_deleting: bool,
     pub snapshot_copy: bool,
+    pub snapshot_copy_deleting: bool,
     /// Restored PVC: None absent, Some(phase).
     pub restored_pvc: Option<String>,
     pub restored_pvc_deleting: bool,
@@ -98,9 +102,13 @@ impl Step {
 }
 
 fn volume_mode(src: Option<&Source>) -> VolumeMode {
-    src.and_then(|s| s.source_volume_mode.as_deref())
-        .and_then(|m| VolumeMode::from_k8s(Some(m)))
-        .unwrap_or(VolumeMode::Filesystem)
+    src.and_then(|s| {
+        s.source_volume_mode
+            .as_deref()
+            .or(s.source_pvc_mode.as_deref())
+    })
+    .and_then(|m| VolumeMode::from_k8s(Some(m)))
+    .unwrap_or(VolumeMode::Filesystem)
 }
 
 /// Decides the next step.
@@ -197,10 +205,18 @@ fn return_step(o: &Observed) -> Step {
         };
     }
     if o.snapshot_copy {
-        return Step::DeleteSnapshotCopy;
+        return if o.snapshot_copy_deleting {
+            Step::Wait
+        } else {
+            Step::DeleteSnapshotCopy
+        };
     }
     if o.content_copy {
-        return Step::DeleteContentCopy;
+        return if o.content_copy_deleting {
+            Step::Wait
+        } else {
+            Step::DeleteContentCopy
+        };
     }
     Step::Returned
 }
@@ -219,6 +235,7 @@ mod tests {
             source_volume_mode: Some("Block".into()),
             snapshot_class: Some("svdm-sim".into()),
             source_pvc_class: Some("svdm-sim".into()),
+            source_pvc_mode: None,
             has_our_finalizer: false,
             deleting: false,
         }
@@ -332,6 +349,26 @@ mod tests {
         );
         o.fallback_class = None;
         assert!(matches!(next_step(&o), Step::Failed { .. }));
+        // Without sourceVolumeMode on the content, the source PVC's mode decides.
+        o.fallback_class = Some("fallback".into());
+        let s = o.source.as_mut().expect("s");
+        s.source_volume_mode = None;
+        s.source_pvc_mode = Some("Block".into());
+        assert!(matches!(
+            next_step(&o),
+            Step::CreateRestoredPvc {
+                volume_mode: VolumeMode::Block,
+                ..
+            }
+        ));
+        o.source.as_mut().expect("s").source_pvc_mode = None;
+        assert!(matches!(
+            next_step(&o),
+            Step::CreateRestoredPvc {
+                volume_mode: VolumeMode::Filesystem,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -351,6 +388,20 @@ mod tests {
         assert!(
             matches!(next_step(&o), Step::Blocked { reason: r, .. } if r == reason::TARGET_NOT_READY)
         );
+    }
+
+    #[test]
+    fn copies_being_deleted_are_waited_for() {
+        let mut o = observed();
+        o.returning = true;
+        o.snapshot_copy = true;
+        o.snapshot_copy_deleting = true;
+        o.content_copy = true;
+        assert_eq!(next_step(&o), Step::Wait);
+        o.snapshot_copy = false;
+        assert_eq!(next_step(&o), Step::DeleteContentCopy);
+        o.content_copy_deleting = true;
+        assert_eq!(next_step(&o), Step::Wait);
     }
 
     #[test]

@@ -98,19 +98,29 @@ async fn observe(
                 && let Some((ns, _)) = source
             {
                 let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
-                src.source_pvc_class = pvcs
-                    .get_opt(&pvc_name)
-                    .await?
-                    .and_then(|p| p.spec)
+                let spec = pvcs.get_opt(&pvc_name).await?.and_then(|p| p.spec);
+                src.source_pvc_mode = spec.as_ref().and_then(|sp| sp.volume_mode.clone());
+                src.source_pvc_class = spec
                     .and_then(|sp| sp.storage_class_name)
                     .filter(|c| !c.is_empty());
             }
         }
         o.source = Some(src);
     }
-    o.content_copy =
-        kubeio::exists(&vsc_api(ctx), &objects::snapshot_content_name(&owner.uid)).await?;
-    o.snapshot_copy = kubeio::exists(&vs_api(ctx, names::MODULE_NAMESPACE), &name).await?;
+    if let Some(m) = vsc_api(ctx)
+        .get_metadata_opt(&objects::snapshot_content_name(&owner.uid))
+        .await?
+    {
+        o.content_copy = true;
+        o.content_copy_deleting = m.metadata.deletion_timestamp.is_some();
+    }
+    if let Some(m) = vs_api(ctx, names::MODULE_NAMESPACE)
+        .get_metadata_opt(&name)
+        .await?
+    {
+        o.snapshot_copy = true;
+        o.snapshot_copy_deleting = m.metadata.deletion_timestamp.is_some();
+    }
     let pvcs: Api<PersistentVolumeClaim> =
         Api::namespaced(ctx.client.clone(), names::MODULE_NAMESPACE);
     if let Some(p) = pvcs.get_opt(&name).await? {
