@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".status.volumeMode"}"#,
     printcolumn = r#"{"name":"TTL","type":"string","jsonPath":".spec.ttl"}"#,
-    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.expirationTimestamp"}"#,
+    printcolumn = r#"{"name":"Used","type":"date","jsonPath":".status.accessTimestamp","description":"Time since the last access"}"#,
+    printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".status.expirationTimestamp","priority":1}"#,
     printcolumn = r#"{"name":"Public","type":"boolean","jsonPath":".spec.publish","priority":1}"#,
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.url","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
