@@ -2,6 +2,7 @@
 //! a PV pre-bound to them (the real PV controller then binds), Released PVs with reclaim policy `Delete` lose
 //! their data and their PV. Block volumes' loop devices are re-attached when the simulator restarts.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -200,6 +201,83 @@ pub fn is_ours(pv: &PersistentVolume, node: &str) -> bool {
     csi_ours
         && ann(&pv.metadata, ANN_PROVISIONED_BY) == Some(DRIVER)
         && ann(&pv.metadata, ANN_NODE) == Some(node)
+}
+
+/// Whether the PV's node affinity (on `kubernetes.io/hostname`) admits `node`; none admits every node.
+fn affinity_allows(pv: &PersistentVolume, node: &str) -> bool {
+    let terms = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_affinity.as_ref())
+        .and_then(|a| a.required.as_ref())
+        .map(|r| r.node_selector_terms.clone())
+        .unwrap_or_default();
+    terms.is_empty()
+        || terms.iter().any(|t| {
+            t.match_expressions.iter().flatten().all(|e| {
+                e.key != "kubernetes.io/hostname"
+                    || (e.operator == "In" && e.values.iter().flatten().any(|v| v == node))
+            })
+        })
+}
+
+/// A pre-provisioned ("static") PV of our driver that this simulator did not create: its volume handle
+/// names a volume in this node's store. Returns the handle, volume mode and capacity in bytes.
+pub fn static_volume(pv: &PersistentVolume, node: &str) -> Option<(String, VolumeMode, u64)> {
+    let spec = pv.spec.as_ref()?;
+    let csi = spec.csi.as_ref().filter(|c| c.driver == DRIVER)?;
+    if ann(&pv.metadata, ANN_PATH).is_some() || !affinity_allows(pv, node) {
+        return None;
+    }
+    let size = spec
+        .capacity
+        .as_ref()
+        .and_then(|c| c.get("storage"))
+        .and_then(|q| parse_bytes(&q.0))?;
+    let mode = VolumeMode::from_field(spec.volume_mode.as_deref());
+    Some((csi.volume_handle.clone(), mode, size))
+}
+
+/// Where this node keeps the data of `pv`, or `None` when the PV is not served here. Static PVs get an
+/// empty volume in the store the first time they are used (like a disk the admin created by hand); Block
+/// volumes get their loop device attached.
+pub async fn host_location(sim: &Sim, pv: &PersistentVolume) -> Result<Option<VolumeLocation>> {
+    let node = &sim.config.node_name;
+    let store = sim.store.clone();
+    let wanted = if is_ours(pv, node) {
+        match location_of(pv) {
+            Some(loc) => Some((loc, None)),
+            None => return Ok(None),
+        }
+    } else if let Some((handle, mode, size)) = static_volume(pv, node) {
+        let loc = VolumeLocation {
+            mode,
+            path: PathBuf::new(),
+            loop_device: None,
+        };
+        Some((loc, Some((handle, size))))
+    } else {
+        None
+    };
+    let Some((loc, create)) = wanted else {
+        return Ok(None);
+    };
+    let loc = tokio::task::spawn_blocking(move || -> Result<VolumeLocation> {
+        match create {
+            Some((handle, size)) => store.create_volume(&handle, loc.mode, size, None),
+            None if loc.mode == VolumeMode::Block => {
+                let dev = crate::storage::attach_loop(&loc.path)?;
+                Ok(VolumeLocation {
+                    loop_device: Some(dev),
+                    ..loc
+                })
+            }
+            None => Ok(loc),
+        }
+    })
+    .await
+    .map_err(|e| Error::NotReady(e.to_string()))??;
+    Ok(Some(loc))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -601,6 +679,31 @@ mod tests {
             decide_pvc(&pvc(json!({}), json!({})), &c, "n1"),
             PvcDecision::Ignore
         );
+    }
+
+    #[test]
+    fn static_pvs_of_our_driver_are_served_where_affinity_allows() {
+        let pv: PersistentVolume = serde_json::from_value(json!({
+            "metadata": {"name": "static"},
+            "spec": {"capacity": {"storage": "1Mi"}, "volumeMode": "Block",
+                     "csi": {"driver": DRIVER, "volumeHandle": "handmade"}}
+        }))
+        .expect("valid pv");
+        assert_eq!(
+            static_volume(&pv, "n1"),
+            Some(("handmade".into(), VolumeMode::Block, 1 << 20))
+        );
+        let mut pinned = pv.clone();
+        if let Some(spec) = pinned.spec.as_mut() {
+            spec.node_affinity = serde_json::from_value(json!({"required": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["n2"]}]}
+            ]}}))
+            .expect("valid affinity");
+        }
+        assert_eq!(static_volume(&pinned, "n1"), None);
+        assert!(static_volume(&pinned, "n2").is_some());
+        let provisioned = super::tests::pv("Bound", "Delete", "Filesystem", "n1");
+        assert_eq!(static_volume(&provisioned, "n1"), None);
     }
 
     fn pv(phase: &str, reclaim: &str, mode: &str, node: &str) -> PersistentVolume {

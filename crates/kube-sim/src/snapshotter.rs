@@ -14,7 +14,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::provisioner::{is_ours, location_of};
+use crate::provisioner::host_location;
 use crate::quantity::parse_bytes;
 use crate::snapshot_api::VolumeSnapshotContent;
 use crate::{DRIVER, Sim};
@@ -162,16 +162,8 @@ async fn create(
     let Some(pv) = source else {
         return set_error(api, &name, &format!("source volume {volume} not found")).await;
     };
-    if !is_ours(&pv, &sim.config.node_name) {
+    let Some(loc) = host_location(sim, &pv).await? else {
         return Ok(()); // Another simulated node's volume.
-    }
-    let Some(loc) = location_of(&pv) else {
-        return set_error(
-            api,
-            &name,
-            &format!("PV {} has no simulator data path", pv.name_any()),
-        )
-        .await;
     };
     let size = pv
         .spec

@@ -83,6 +83,7 @@ struct Fixture {
     pod_prefix: String,
     class_delete: String,
     class_retain: String,
+    class_wffc: String,
     standin: String,
 }
 
@@ -549,7 +550,77 @@ async fn retain_scenario(env: &Testenv, f: &Fixture) -> Result<()> {
     Ok(())
 }
 
-async fn pinned_class(client: &Client, name: &str, node: &str, reclaim: &str) -> Result<()> {
+/// WaitForFirstConsumer: the scheduler picks the node, then the volume appears there. The pod runs the
+/// exporter binary on a Block volume (`volumeDevices`, mapped to the loop device) and exits 3 after opening
+/// it: the simulator must restart it and report the exit code and restart count.
+async fn wffc_restart_scenario(env: &Testenv, f: &Fixture) -> Result<()> {
+    let ns_handle = env.namespace("kubesim-wffc").await?;
+    let ns = ns_handle.name.clone();
+    let client = &f.client;
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    create(
+        &pvcs,
+        pvc_object("late", &f.class_wffc, "8Mi", "Block", None),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pvc = pvcs.get("late").await?;
+    ensure!(
+        pvc.status.and_then(|s| s.phase).as_deref() == Some("Pending"),
+        "a WaitForFirstConsumer claim must wait for its pod"
+    );
+    let crasher = pod_object(
+        f,
+        "crasher",
+        json!({"app": "crasher"}),
+        json!([{
+            "name": "exporter",
+            "image": f.standin,
+            "args": ["-c", "import os, sys; os.close(os.open(sys.argv[1], os.O_RDONLY)); sys.exit(3)",
+                     "/dev/svdm-data"],
+            "volumeDevices": [{"name": "disk", "devicePath": "/dev/svdm-data"}]
+        }]),
+        json!([{"name": "disk", "persistentVolumeClaim": {"claimName": "late"}}]),
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    create(&pods, crasher).await?;
+    let pv = bound_pv(client, &ns, "late").await?;
+    ensure!(
+        pv.annotations().get("sim.svdm.dev/node") == Some(&f.node),
+        "provisioned on the wrong node"
+    );
+    wait_for(
+        "crashing container restarted with its exit code",
+        WAIT,
+        || async {
+            let pod = pods.get("crasher").await.ok()?;
+            let status = pod.status?.container_statuses?.into_iter().next()?;
+            let last = status.last_state?.terminated?;
+            (status.restart_count >= 1 && last.exit_code == 3).then_some(())
+        },
+    )
+    .await?;
+    pods.delete("crasher", &DeleteParams::default()).await?;
+    gone(&pods, "crasher", "crasher pod removed").await?;
+    pvcs.delete("late", &DeleteParams::default()).await?;
+    gone(
+        &Api::<PersistentVolume>::all(client.clone()),
+        &pv.name_any(),
+        "WFFC PV deleted",
+    )
+    .await?;
+    delete_namespace(client, ns_handle).await?;
+    eprintln!("wffc/restart scenario: ok");
+    Ok(())
+}
+
+async fn pinned_class(
+    client: &Client,
+    name: &str,
+    node: &str,
+    reclaim: &str,
+    binding: &str,
+) -> Result<()> {
     let classes: Api<StorageClass> = Api::all(client.clone());
     create(
         &classes,
@@ -558,7 +629,7 @@ async fn pinned_class(client: &Client, name: &str, node: &str, reclaim: &str) ->
             "metadata": {"name": name},
             "provisioner": "local.csi.svdm.dev",
             "reclaimPolicy": reclaim,
-            "volumeBindingMode": "Immediate",
+            "volumeBindingMode": binding,
             "allowedTopologies": [{"matchLabelExpressions": [{"key": "kubernetes.io/hostname", "values": [node]}]}]
         }),
     )
@@ -615,13 +686,22 @@ async fn simulated_node_end_to_end() -> Result<()> {
         pod_prefix: format!("{pod_prefix}."),
         class_delete: format!("{node}-delete"),
         class_retain: format!("{node}-retain"),
+        class_wffc: format!("{node}-wffc"),
         node: node.clone(),
         standin,
     };
     let nodes: Api<Node> = Api::all(client.clone());
     let outcome: Result<()> = async {
-        pinned_class(&client, &fixture.class_delete, &node, "Delete").await?;
-        pinned_class(&client, &fixture.class_retain, &node, "Retain").await?;
+        pinned_class(&client, &fixture.class_delete, &node, "Delete", "Immediate").await?;
+        pinned_class(&client, &fixture.class_retain, &node, "Retain", "Immediate").await?;
+        pinned_class(
+            &client,
+            &fixture.class_wffc,
+            &node,
+            "Delete",
+            "WaitForFirstConsumer",
+        )
+        .await?;
         wait_for("sim node Ready", WAIT, || async {
             let n = nodes.get(&node).await.ok()?;
             let ready = n
@@ -632,13 +712,20 @@ async fn simulated_node_end_to_end() -> Result<()> {
             ready.then_some(())
         })
         .await?;
-        let (fs, block, retain) = tokio::join!(
+        let (fs, block, retain, wffc) = tokio::join!(
             filesystem_scenario(&env, &fixture),
             block_scenario(&env, &fixture),
-            retain_scenario(&env, &fixture)
+            retain_scenario(&env, &fixture),
+            wffc_restart_scenario(&env, &fixture)
         );
         let mut failures = BTreeMap::new();
-        for (name, r) in [("filesystem", fs), ("block", block), ("retain", retain)] {
+        let results = [
+            ("filesystem", fs),
+            ("block", block),
+            ("retain", retain),
+            ("wffc", wffc),
+        ];
+        for (name, r) in results {
             if let Err(e) = r {
                 failures.insert(name, format!("{e:#}"));
             }
@@ -656,7 +743,11 @@ async fn simulated_node_end_to_end() -> Result<()> {
     drop(sim);
     let _ = nodes.delete(&node, &DeleteParams::default()).await;
     let classes: Api<StorageClass> = Api::all(client.clone());
-    for class in [&fixture.class_delete, &fixture.class_retain] {
+    for class in [
+        &fixture.class_delete,
+        &fixture.class_retain,
+        &fixture.class_wffc,
+    ] {
         let _ = classes.delete(class, &DeleteParams::default()).await;
     }
     let leftover = Api::<PersistentVolume>::all(client.clone())

@@ -15,9 +15,10 @@ use k8s_openapi::api::core::v1::{KeyToPath, PersistentVolume, PersistentVolumeCl
 use kube::Api;
 
 use super::expand::{PathMapping, Sources, field_ref};
+use crate::Sim;
 use crate::error::{Error, Result, io_err};
-use crate::provisioner::{is_ours, location_of};
-use crate::storage::{VolumeMode, attach_loop};
+use crate::provisioner::host_location;
+use crate::storage::VolumeMode;
 
 /// Relative path inside the volume -> (content, mode).
 pub type Files = BTreeMap<String, (Vec<u8>, u32)>;
@@ -239,13 +240,13 @@ pub enum HostVolume {
 /// Set up all of `pod`'s volumes under `pod_dir`. Returns host locations by volume name and the volumes to
 /// keep refreshed.
 pub async fn prepare(
-    client: &kube::Client,
-    node: &str,
+    sim: &Sim,
     pod: &Pod,
     pod_dir: &Path,
     sources: &Sources,
     token: &str,
 ) -> Result<(BTreeMap<String, HostVolume>, Vec<Materialised>)> {
+    let client = &sim.client;
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let mut hosts = BTreeMap::new();
     let mut materialised = Vec::new();
@@ -270,22 +271,17 @@ pub async fn prepare(
             let pv = Api::<PersistentVolume>::all(client.clone())
                 .get(&pv_name)
                 .await?;
-            if !is_ours(&pv, node) {
-                return Err(Error::Unsupported(format!(
+            let loc = host_location(sim, &pv).await?.ok_or_else(|| {
+                Error::Unsupported(format!(
                     "volume {pv_name} is not served by this simulated node"
-                )));
-            }
-            let loc = location_of(&pv)
-                .ok_or_else(|| Error::Unsupported(format!("PV {pv_name} has no data path")))?;
+                ))
+            })?;
             let host = match loc.mode {
                 VolumeMode::Filesystem => HostVolume::Dir(loc.path),
-                VolumeMode::Block => {
-                    let path = loc.path.clone();
-                    let dev = tokio::task::spawn_blocking(move || attach_loop(&path))
-                        .await
-                        .map_err(|e| Error::NotReady(e.to_string()))??;
-                    HostVolume::Device(dev)
-                }
+                VolumeMode::Block => HostVolume::Device(
+                    loc.loop_device
+                        .ok_or_else(|| Error::NotReady(format!("{pv_name} has no loop device")))?,
+                ),
             };
             hosts.insert(volume.name.clone(), host);
         } else if volume.empty_dir.is_some() {

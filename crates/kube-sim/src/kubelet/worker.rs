@@ -141,15 +141,7 @@ async fn prepare(a: &Args, sources: &Sources) -> Result<Prepared> {
         serde_yaml::to_string(&pod_kubeconfig(cluster, &ns, &sa, &token_file))?.as_bytes(),
     )?;
 
-    let (hosts, materialised) = volumes::prepare(
-        &sim.client,
-        &sim.config.node_name,
-        pod,
-        &dir,
-        sources,
-        &token.value,
-    )
-    .await?;
+    let (hosts, materialised) = volumes::prepare(sim, pod, &dir, sources, &token.value).await?;
     let mappings = volumes::mappings(&a.container, &hosts)?;
 
     let mut env = resolve_env(pod, &a.container, sources).await?;
