@@ -17,7 +17,12 @@ async fn pvc_handover_and_return_on_delete() {
     let ns = create_namespace(&client, "svdm-ctl").await;
     let id = ns.clone();
     let ctl = start_controller(&kc, &id, None, &[]);
-    let (pv, user_uid) = make_bound_pvc(&client, &ns, "Filesystem").await;
+    let with_node = node_ready(&client).await;
+    let (pv, user_uid) = if with_node {
+        make_provisioned_pvc(&client, &ns, "Filesystem").await
+    } else {
+        make_bound_pvc(&client, &ns, "Filesystem").await
+    };
 
     create_export(
         &client,
@@ -64,7 +69,7 @@ async fn pvc_handover_and_return_on_delete() {
             .any(|f| f == names::FINALIZER_PVC_PROTECTION)
     );
 
-    if node_ready(&client).await {
+    if with_node {
         wait_for("Ready=True", 90, || async {
             let de = des.get("de1").await.ok()?;
             let c = conditions::find(&de.status?.conditions, conditions::READY)?.clone();
@@ -201,7 +206,7 @@ async fn expiry_returns_the_volume_and_leaves_no_finalizer_then_retention_delete
     let ns = create_namespace(&client, "svdm-ctl").await;
     let id = ns.clone();
     let ctl = start_controller(&kc, &id, None, &["--expired-retention", "20s"]);
-    let (pv, user_uid) = make_bound_pvc(&client, &ns, "Filesystem").await;
+    let (pv, user_uid) = make_provisioned_pvc(&client, &ns, "Filesystem").await;
     create_export(
         &client,
         &ns,

@@ -208,6 +208,33 @@ impl Controller {
     }
 }
 
+/// PVC `data` provisioned by the simulated node's CSI driver (StorageClass `svdm-sim`), so an
+/// exporter pod can really mount it. Returns (PV name, PVC uid).
+pub async fn make_provisioned_pvc(client: &Client, ns: &str, mode: &str) -> (String, String) {
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "data"},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "64Mi"}},
+            "storageClassName": "svdm-sim",
+            "volumeMode": mode,
+        }
+    }))
+    .expect("pvc");
+    pvcs.create(&PostParams::default(), &pvc)
+        .await
+        .expect("create pvc");
+    wait_for("provisioned PVC Bound", 90, || async {
+        let p = pvcs.get("data").await.ok()?;
+        if p.status.as_ref()?.phase.as_deref() != Some("Bound") {
+            return None;
+        }
+        Some((p.spec.as_ref()?.volume_name.clone()?, p.uid()?))
+    })
+    .await
+}
+
 /// A statically provisioned PV bound by the real binder to PVC `data` in `ns`.
 pub async fn make_bound_pvc(client: &Client, ns: &str, mode: &str) -> (String, String) {
     let pv_name = format!("{ns}-pv");
