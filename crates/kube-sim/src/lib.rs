@@ -171,6 +171,7 @@ pub async fn run(config: Config) -> Result<()> {
             client.clone(),
             config.node_name.clone(),
             node_uid,
+            config.taints.clone(),
         )),
         tokio::spawn(provisioner::run(sim.clone())),
         tokio::spawn(snapshotter::run(sim.clone())),

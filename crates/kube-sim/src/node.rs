@@ -143,19 +143,31 @@ fn micro_time(t: Timestamp) -> String {
 async fn beat(
     client: &Client,
     name: &str,
-    node_uid: &str,
+    node_uid: &mut String,
     version: &str,
     since: Timestamp,
+    taints: &[Value],
 ) -> Result<()> {
     let now = Timestamp::now();
     let nodes: Api<Node> = Api::all(client.clone());
-    nodes
+    let patched = nodes
         .patch_status(
             name,
             &PatchParams::default(),
             &Patch::Strategic(node_status(name, version, since, now)),
         )
-        .await?;
+        .await;
+    if let Err(e) = patched {
+        if !crate::error::is_not_found(&e) {
+            return Err(e.into());
+        }
+        // Someone deleted the Node: register it again, as a restarted kubelet would.
+        log::warn!("node {name} was deleted; registering it again");
+        *node_uid = register(client, name, taints).await?;
+        crate::classes::register_csinode(client, name, node_uid).await?;
+        return Ok(());
+    }
+
     let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     let renew = json!({"spec": {"holderIdentity": name, "renewTime": micro_time(now)}});
     match leases
@@ -173,7 +185,7 @@ async fn beat(
 }
 
 /// Keep the Node Ready forever (until the task is dropped).
-pub async fn heartbeat(client: Client, name: String, node_uid: String) {
+pub async fn heartbeat(client: Client, name: String, mut node_uid: String, taints: Vec<Value>) {
     let version = match client.apiserver_version().await {
         Ok(info) => info.git_version,
         Err(e) => {
@@ -183,7 +195,7 @@ pub async fn heartbeat(client: Client, name: String, node_uid: String) {
     };
     let since = Timestamp::now();
     loop {
-        if let Err(e) = beat(&client, &name, &node_uid, &version, since).await {
+        if let Err(e) = beat(&client, &name, &mut node_uid, &version, since, &taints).await {
             log::warn!("node {name} heartbeat failed: {e}");
         }
         tokio::time::sleep(HEARTBEAT).await;

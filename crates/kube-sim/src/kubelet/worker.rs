@@ -206,7 +206,31 @@ fn spawn(p: &Prepared, cwd: &Path) -> Result<Child> {
         .stderr(err_log)
         .process_group(0)
         .kill_on_drop(true);
-    cmd.spawn().map_err(io_err("start", &p.program))
+    let child = cmd.spawn().map_err(io_err("start", &p.program))?;
+    if let Some(pid) = child.id() {
+        let pid_file = cwd.join("kubelet").join("pid");
+        if let Err(e) = std::fs::write(&pid_file, pid.to_string()) {
+            log::warn!("cannot record pid in {}: {e}", pid_file.display());
+        }
+    }
+    Ok(child)
+}
+
+/// Kill a process group a previous simulator run left behind (it died without stopping its pods): the
+/// recorded pid, if it still runs `program`.
+fn kill_leftover(cwd: &Path, program: &Path) {
+    let Ok(pid) = std::fs::read_to_string(cwd.join("kubelet").join("pid")) else {
+        return;
+    };
+    let Ok(pid) = pid.trim().parse::<i32>() else {
+        return;
+    };
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    let program = std::fs::canonicalize(program).ok();
+    if exe.is_some() && exe == program {
+        log::info!("killing process {pid} left over from a previous run");
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    }
 }
 
 /// SIGTERM the process group, wait up to `grace`, then SIGKILL.
@@ -313,6 +337,7 @@ pub async fn run(a: Args, mut stop: oneshot::Receiver<Duration>) {
     let mut last_state: Option<Value> = None;
     let mut backoff = BACKOFF_START;
 
+    kill_leftover(&cwd, &prepared.program);
     loop {
         let started_at = Timestamp::now().to_string();
         let mut child = match spawn(&prepared, &cwd) {
