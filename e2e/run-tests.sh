@@ -1,26 +1,36 @@
 #!/usr/bin/env bash
-# `make test`: lint, every Rust test (unit, integration, and end-to-end against the real local
-# control plane that this script starts once and shares, tests isolating themselves by
-# namespace), and the module bundle checks. Leaves nothing running.
+# `make test`: every test of the project, against real parts. Leaves nothing running.
+#
+#  1. cargo fmt --check, clippy -D warnings, module bundle lint (helm renders, settings case tests)
+#  2. one local control plane for the whole run (e2e/testenv.sh) plus the shared simulated node
+#  3. cargo test --workspace: unit and integration tests; tests that need the cluster take a
+#     namespace of their own and start the component they test themselves (controller, webhook,
+#     exporter) so they never share one with another test
+#  4. end to end: the module's controller and webhook join the stack and the demo's user flow runs
+#     (export a Filesystem and a Block PVC, download with a user's token, checksums, return)
+#  5. the rendered chart and the hooks against the API server (server-side dry run, hook protocol)
+#  6. the hooks' disable/migration suite, on a private control plane of its own
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 t0=$(date +%s)
 step() { printf '\n==> %s (%ss)\n' "$*" "$(( $(date +%s) - t0 ))"; }
 
-step "format and clippy"
+step "format, clippy and module lint"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+hack/module-lint.sh
 
 step "build binaries and tests"
 cargo build --workspace --bins
 cargo test --workspace --no-run
 
-step "start the local control plane"
+step "start the local control plane and the shared simulated node"
 export TESTENV_DIR=${TESTENV_DIR:-$repo/.run/testenv}
 cleanup() {
   local rc=$?
-  [ -x e2e/stack.sh ] && e2e/stack.sh down || true
+  [ $rc = 0 ] || e2e/dump-logs.sh || true
+  e2e/stack.sh down || true
   e2e/testenv.sh down || true
   exit $rc
 }
@@ -28,10 +38,24 @@ trap cleanup EXIT
 e2e/testenv.sh up
 # shellcheck source=/dev/null
 . "$TESTENV_DIR/env"
-if [ -x e2e/stack.sh ]; then step "start the simulated node"; e2e/stack.sh up; fi
+e2e/stack.sh up sim
 
-step "cargo test (unit, integration, end-to-end)"
+step "cargo test (unit, integration, cluster)"
 cargo test --workspace --no-fail-fast
 
-if [ -x hack/module-lint.sh ]; then step "module bundle lint"; hack/module-lint.sh; fi
-step "done"
+step "end to end: controller and webhook in the stack, the demo's user flow"
+e2e/stack.sh up controller webhook
+e2e/demo-flow.sh
+
+step "rendered chart and hooks against the API server"
+hack/module-dry-run.sh
+
+step "stop the shared control plane"
+e2e/stack.sh down
+e2e/testenv.sh down
+trap - EXIT
+
+step "hooks: module disable and migration on a private control plane"
+hack/hooks-e2e.sh
+
+step "all tests passed"

@@ -20,6 +20,12 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo_ apt-get update -qq
   $sudo_ apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# The module lint validates settings and rendered manifests with these (whichever python3 is first
+# on PATH, so pip rather than Debian's python3-* packages).
+if ! python3 -c 'import yaml, jsonschema' 2>/dev/null; then
+  echo "setup: installing PyYAML and jsonschema for python3" >&2
+  python3 -m pip install -q pyyaml jsonschema
+fi
 # Block volumes are loop devices; make sure the kernel side is there before anything relies on it.
 if ! losetup -f >/dev/null 2>&1; then
   modprobe loop 2>/dev/null || true

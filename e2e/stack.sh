@@ -4,7 +4,8 @@
 # webhook (registered through the API server by URL). The exporter is started by the simulated
 # node, as a kubelet would start the pods the controller creates.
 #
-#   e2e/stack.sh up     needs "$TESTENV_DIR/env"; builds nothing (run `cargo build --workspace --bins`)
+#   e2e/stack.sh up [sim] [controller] [webhook]   needs "$TESTENV_DIR/env"; default: all three;
+#                                                  builds nothing (run `cargo build --workspace --bins`)
 #   e2e/stack.sh down
 #
 # Writes "$TESTENV_DIR/stack.env" (export lines) for tests and the demo.
@@ -70,7 +71,10 @@ wait_for() { # what seconds command...
   return 1
 }
 
+want() { [[ " $components " == *" $1 "* ]]; }
+
 up() {
+  components=${*:-sim controller webhook}
   # shellcheck source=/dev/null
   . "$TESTENV_DIR/env"
   mkdir -p "$stack"
@@ -130,7 +134,8 @@ EOF
       -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
   fi
 
-  if [ -x "$target/svdm-kube-sim" ]; then
+  if ! want sim; then :
+  elif [ -x "$target/svdm-kube-sim" ]; then
     if ! is_running kube-sim svdm-kube-sim; then
       # The node runs with admin credentials, as a stand-in for kubelet + CSI driver + kube-proxy.
       KUBECONFIG=$TESTENV_KUBECONFIG RUST_LOG=${SIM_LOG:-info} "$target/svdm-kube-sim" \
@@ -144,7 +149,8 @@ EOF
     log "MISSING: svdm-kube-sim is not built; no node, no storage"
   fi
 
-  if [ -x "$target/svdm-controller" ]; then
+  if ! want controller; then :
+  elif [ -x "$target/svdm-controller" ]; then
     if ! is_running controller svdm-controller; then
       KUBECONFIG=$TESTENV_KUBECONFIG RUST_LOG=${CONTROLLER_LOG:-info} "$target/svdm-controller" \
         --exporter-image "$EXPORTER_IMAGE" \
@@ -157,7 +163,8 @@ EOF
     log "MISSING: svdm-controller is not built; DataExports will not be reconciled"
   fi
 
-  if [ -x "$target/svdm-webhook" ]; then
+  if ! want webhook; then :
+  elif [ -x "$target/svdm-webhook" ]; then
     if ! is_running webhook svdm-webhook; then
       # Serving certificate for 127.0.0.1, from the test CA, as the TLS hook would issue for the
       # webhook Service in a cluster.
@@ -207,7 +214,7 @@ EOF
 }
 
 case ${1:-} in
-  up) up ;;
+  up) shift; up "$@" ;;
   down) down ;;
   *) echo "usage: $0 up|down" >&2; exit 2 ;;
 esac
