@@ -56,6 +56,7 @@ for i in range(m):
 PY
 if losetup -f >/dev/null 2>&1; then loopdev=$(losetup -f --show -r "$data/big.bin"); fi
 cat "$data/big.bin" > /dev/null  # page cache
+if [ -n "$loopdev" ]; then cat "$loopdev" > /dev/null; fi
 
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/key.pem" -out "$work/cert.pem" -days 1 \
   -subj /CN=localhost -addext "subjectAltName=IP:127.0.0.1" 2>/dev/null
@@ -75,6 +76,7 @@ fi
   -cert "$work/cert.pem" -key "$work/key.pem" > "$work/go.log" 2>&1 &
 pids+=("$!")
 cat > "$work/nginx.conf" <<NGX
+user root;
 worker_processes 1;
 pid $work/nginx.pid;
 error_log $work/nginx-error.log warn;
@@ -104,6 +106,7 @@ for port in "$pe" "$pn" "$pg"; do
   for _ in $(seq 1 100); do curl -sk -o /dev/null "https://127.0.0.1:$port/" && break; sleep 0.1; done
 done
 
+idle_rss=$(awk '/VmRSS/{print int($2/1024)}' "/proc/$epid/status")
 C=("${cli_cpu[@]}" curl -s --cacert "$work/cert.pem" --http1.1)
 E=https://127.0.0.1:$pe/api/v1/files
 N=https://127.0.0.1:$pn/files
@@ -159,7 +162,7 @@ per_file=$(python3 -c "print(f'{($t1-$t0)*1000:.0f}')")
 tar_ms=$(timed "$E/small/?format=tar")
 echo "tar of ${SMALL_N} small files: ${tar_ms} ms vs ${SMALL_N} single requests (keep-alive): ${per_file} ms -> $(ratio "$per_file" "$tar_ms") faster"
 
-echo "exporter RSS idle: $(rss "$epid") MiB"
+echo "exporter RSS idle at start: ${idle_rss} MiB; after the runs above: $(rss "$epid") MiB"
 cp=()
 for i in $(seq 1 32); do "${C[@]}" -o /dev/null --limit-rate 20M "$E/big.bin" & cp+=("$!"); done
 sleep 3
