@@ -371,6 +371,8 @@ async fn filesystem_scenario(env: &Testenv, f: &Fixture) -> Result<()> {
             "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
             "ports": [{"name": "https", "containerPort": 8443}],
             "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8443, "scheme": "HTTPS"}, "periodSeconds": 2},
+            "livenessProbe": {"httpGet": {"path": "/healthz", "port": "https", "scheme": "HTTPS"},
+                              "initialDelaySeconds": 2, "periodSeconds": 2, "failureThreshold": 2},
             "volumeMounts": [
                 {"name": "data", "mountPath": "/data", "readOnly": true},
                 {"name": "tls", "mountPath": "/etc/svdm/tls", "readOnly": true},
@@ -412,6 +414,23 @@ async fn filesystem_scenario(env: &Testenv, f: &Fixture) -> Result<()> {
     ensure!(
         code == 200 && body == b"hello from the sim",
         "GET /hello.txt: {code}"
+    );
+    // Its liveness probe passes: no restart after several periods.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let status = pods
+        .get("exporter")
+        .await?
+        .status
+        .context("exporter status")?;
+    let restarts: i32 = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .map(|c| c.restart_count)
+        .sum();
+    ensure!(
+        restarts == 0,
+        "a live exporter was restarted {restarts} times"
     );
 
     // Deleting the pod stops the process, removes the pod and the Service's name.

@@ -45,7 +45,40 @@ struct Prepared {
     token: String,
     token_renew_at: Instant,
     log_path: PathBuf,
-    probe: Option<(Check, Duration, Duration, Duration, u32)>,
+    readiness: Option<ProbeSpec>,
+    liveness: Option<ProbeSpec>,
+    grace: Duration,
+}
+
+/// A probe with its timing, resolved against the pod.
+#[derive(Clone)]
+struct ProbeSpec {
+    check: Check,
+    initial_delay: Duration,
+    period: Duration,
+    timeout: Duration,
+    failure_threshold: u32,
+}
+
+impl ProbeSpec {
+    fn new(p: &k8s_openapi::api::core::v1::Probe, container: &Container, ip: &str) -> Option<Self> {
+        let secs =
+            |v: Option<i32>, d: u64| Duration::from_secs(v.map(|s| s.max(0) as u64).unwrap_or(d));
+        Some(Self {
+            check: probe::resolve(p, container, ip)?,
+            initial_delay: secs(p.initial_delay_seconds, 0),
+            period: secs(p.period_seconds, 10),
+            timeout: secs(p.timeout_seconds, 1),
+            failure_threshold: p.failure_threshold.map(|f| f.max(1) as u32).unwrap_or(3),
+        })
+    }
+
+    async fn run(&self) -> Result<(), String> {
+        let (check, timeout) = (self.check.clone(), self.timeout);
+        tokio::task::spawn_blocking(move || probe::run(&check, timeout))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+    }
 }
 
 struct Token {
@@ -160,18 +193,15 @@ async fn prepare(a: &Args, sources: &Sources) -> Result<Prepared> {
     std::fs::create_dir_all(&log_dir).map_err(io_err("create", &log_dir))?;
     let log_path = log_dir.join(format!("{}.log", a.container.name));
 
-    let probe = a.container.readiness_probe.as_ref().and_then(|p| {
-        let check = probe::resolve(p, &a.container, &a.ip)?;
-        let secs =
-            |v: Option<i32>, d: u64| Duration::from_secs(v.map(|s| s.max(0) as u64).unwrap_or(d));
-        Some((
-            check,
-            secs(p.initial_delay_seconds, 0),
-            secs(p.period_seconds, 10),
-            secs(p.timeout_seconds, 1),
-            p.failure_threshold.map(|f| f.max(1) as u32).unwrap_or(3),
-        ))
-    });
+    let readiness =
+        (a.container.readiness_probe.as_ref()).and_then(|p| ProbeSpec::new(p, &a.container, &a.ip));
+    let liveness =
+        (a.container.liveness_probe.as_ref()).and_then(|p| ProbeSpec::new(p, &a.container, &a.ip));
+    let grace = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30);
     Ok(Prepared {
         program,
         args,
@@ -181,7 +211,9 @@ async fn prepare(a: &Args, sources: &Sources) -> Result<Prepared> {
         token: token.value,
         token_renew_at: token.renew_at,
         log_path,
-        probe,
+        readiness,
+        liveness,
+        grace: Duration::from_secs(grace.max(0) as u64),
     })
 }
 
@@ -367,7 +399,7 @@ pub async fn run(a: Args, mut stop: oneshot::Receiver<Duration>) {
             child.id()
         );
         let running = json!({"running": {"startedAt": started_at}});
-        let mut ready = prepared.probe.is_none();
+        let mut ready = prepared.readiness.is_none();
         rep.report(
             "Running",
             report(running.clone(), ready, restarts, last_state.clone()),
@@ -375,8 +407,20 @@ pub async fn run(a: Args, mut stop: oneshot::Receiver<Duration>) {
         .await;
 
         let mut failures = 0u32;
-        let mut next_probe =
-            Instant::now() + prepared.probe.as_ref().map(|p| p.1).unwrap_or_default();
+        let mut live_failures = 0u32;
+        let start = Instant::now();
+        let mut next_probe = start
+            + prepared
+                .readiness
+                .as_ref()
+                .map(|p| p.initial_delay)
+                .unwrap_or_default();
+        let mut next_live = start
+            + prepared
+                .liveness
+                .as_ref()
+                .map(|p| p.initial_delay)
+                .unwrap_or_default();
         let mut refresh = tokio::time::interval(REFRESH);
         let exit = loop {
             tokio::select! {
@@ -387,10 +431,10 @@ pub async fn run(a: Args, mut stop: oneshot::Receiver<Duration>) {
                     terminate(&mut child, grace).await;
                     return;
                 }
-                _ = tokio::time::sleep_until(next_probe), if prepared.probe.is_some() => {
-                    let Some((check, _, period, timeout, threshold)) = prepared.probe.clone() else { continue };
-                    let outcome = tokio::task::spawn_blocking(move || probe::run(&check, timeout)).await
-                        .unwrap_or_else(|e| Err(e.to_string()));
+                _ = tokio::time::sleep_until(next_probe), if prepared.readiness.is_some() => {
+                    let Some(spec) = prepared.readiness.clone() else { continue };
+                    let (period, threshold) = (spec.period, spec.failure_threshold);
+                    let outcome = spec.run().await;
                     let was = ready;
                     match outcome {
                         Ok(()) => { failures = 0; ready = true; }
@@ -406,6 +450,22 @@ pub async fn run(a: Args, mut stop: oneshot::Receiver<Duration>) {
                     }
                     // Until the first success, probe every second instead of every period (faster tests).
                     next_probe = Instant::now() + if ready { period } else { Duration::from_secs(1).min(period) };
+                }
+                _ = tokio::time::sleep_until(next_live), if prepared.liveness.is_some() => {
+                    let Some(spec) = prepared.liveness.clone() else { continue };
+                    next_live = Instant::now() + spec.period;
+                    match spec.run().await {
+                        Ok(()) => live_failures = 0,
+                        Err(e) => {
+                            live_failures += 1;
+                            log::info!("pod {key}: liveness probe failed ({live_failures}/{}): {e}", spec.failure_threshold);
+                            if live_failures >= spec.failure_threshold {
+                                log::info!("pod {key}: container failed liveness; restarting it");
+                                terminate(&mut child, prepared.grace).await;
+                                break child.wait().await;
+                            }
+                        }
+                    }
                 }
                 _ = refresh.tick() => {
                     if Instant::now() >= prepared.token_renew_at {
