@@ -108,10 +108,13 @@ pub async fn run_controller(ctx: Arc<Context>, concurrency: u16, selector: &str)
     ctx.metrics.ready.store(false, Ordering::Relaxed);
 }
 
+/// Leader identity: the pod name (or host name) plus the process id, so two processes on one
+/// host never share an identity.
 fn identity() -> String {
-    std::env::var("POD_NAME")
+    let host = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| format!("svdm-controller-{}", std::process::id()))
+        .unwrap_or_else(|_| "svdm-controller".to_owned());
+    format!("{host}_{}", std::process::id())
 }
 
 /// The whole program after argument parsing.

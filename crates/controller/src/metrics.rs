@@ -184,7 +184,10 @@ impl Metrics {
 /// Serves `/metrics`, `/healthz` and `/readyz` over plain HTTP/1.1 (one request per connection).
 pub async fn serve(address: String, metrics: Arc<Metrics>) -> std::io::Result<()> {
     let listener = TcpListener::bind(&address).await?;
-    log::info!("metrics and health endpoints on http://{address}");
+    let bound = listener
+        .local_addr()
+        .map_or_else(|_| address.clone(), |a| a.to_string());
+    log::info!("metrics and health endpoints on http://{bound}");
     loop {
         let (mut sock, _) = match listener.accept().await {
             Ok(c) => c,

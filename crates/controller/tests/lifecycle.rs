@@ -239,3 +239,58 @@ async fn expiry_returns_the_volume_and_leaves_no_finalizer_then_retention_delete
     delete_pv(&client, &pv).await;
     delete_namespace(&client, &ns).await;
 }
+
+/// A ttl edited on a live export takes effect without restarting anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ttl_edited_on_a_live_export_takes_effect() {
+    let Some(kc) = kubeconfig() else { return };
+    let client = client(&kc).await;
+    if !node_ready(&client).await {
+        eprintln!("note: no simulated node (e2e/stack.sh up); ttl edit test skipped");
+        return;
+    }
+    prepare_cluster(&client).await;
+    let ns = create_namespace(&client, "svdm-ctl").await;
+    let id = ns.clone();
+    let ctl = start_controller(&kc, &id, None, &[]);
+    let (pv, user_uid) = make_provisioned_pvc(&client, &ns, "Block").await;
+    create_export(
+        &client,
+        &ns,
+        "de1",
+        &id,
+        "1h",
+        "PersistentVolumeClaim",
+        "data",
+    )
+    .await;
+    let des: Api<DataExport> = Api::namespaced(client.clone(), &ns);
+    let de = wait_for("Ready", 120, || async {
+        let de = des.get("de1").await.ok()?;
+        (de.status.as_ref()?.phase == Some(Phase::Ready)).then_some(de)
+    })
+    .await;
+    let st = de.status.expect("status");
+    assert_eq!(st.volume_mode, Some(svdm_api::VolumeMode::Block));
+    assert_eq!(st.effective_ttl.as_deref(), Some("1h"));
+    assert!(st.expiration_timestamp.is_some());
+    des.patch(
+        "de1",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"ttl": "2s"}})),
+    )
+    .await
+    .expect("edit ttl");
+    wait_for("Expired after the ttl edit", 60, || async {
+        let de = des.get("de1").await.ok()?;
+        (de.status.as_ref()?.phase == Some(Phase::Expired) && de.finalizers().is_empty())
+            .then_some(())
+    })
+    .await;
+    assert_returned(&client, &ns, &pv, &user_uid, "Delete").await;
+    // Expired objects carry no finalizer: a delete completes at once.
+    delete_export(&client, &ns, "de1").await;
+    wait_gone(&client, &ns, "de1", 10).await;
+    ctl.stop().await;
+    delete_namespace(&client, &ns).await;
+}
