@@ -62,6 +62,8 @@ pub struct Config {
     pub hosts_file: PathBuf,
     /// Taints the Node is registered with (`--register-with-taints`).
     pub taints: Vec<serde_json::Value>,
+    /// Serve only StorageClasses and static PVs pinned to nodes (a private node sharing the cluster).
+    pub pinned_only: bool,
 }
 
 /// Parse `127.0.1` into octets; only loopback prefixes are accepted.

@@ -40,6 +40,10 @@ struct Cli {
     /// Taints to register the Node with, `key[=value]:Effect`, comma-separated (as the kubelet's flag).
     #[arg(long, value_delimiter = ',', value_parser = svdm_kube_sim::node::parse_taint)]
     register_with_taints: Vec<serde_json::Value>,
+    /// Provision only for StorageClasses whose allowedTopologies name nodes, and serve only static PVs
+    /// with node affinity: for a private node that must not take the shared node's volumes.
+    #[arg(long)]
+    pinned_only: bool,
 }
 
 #[tokio::main]
@@ -58,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
         service_ip_prefix: cli.service_ip_prefix,
         hosts_file: cli.hosts_file,
         taints: cli.register_with_taints,
+        pinned_only: cli.pinned_only,
     };
     svdm_kube_sim::run(config).await?;
     Ok(())

@@ -52,7 +52,15 @@ fn ann<'a>(meta: &'a kube::api::ObjectMeta, key: &str) -> Option<&'a str> {
 }
 
 /// Whether and what to provision for `pvc`, given its StorageClass.
-pub fn decide_pvc(pvc: &PersistentVolumeClaim, class: &StorageClass, node: &str) -> PvcDecision {
+///
+/// `pinned_only`: serve only classes whose `allowedTopologies` name nodes (a private test node must not
+/// take claims meant for the shared one).
+pub fn decide_pvc(
+    pvc: &PersistentVolumeClaim,
+    class: &StorageClass,
+    node: &str,
+    pinned_only: bool,
+) -> PvcDecision {
     let meta = &pvc.metadata;
     let names_us = ann(meta, ANN_PROVISIONER).or(ann(meta, ANN_PROVISIONER_BETA)) == Some(DRIVER);
     let pending = pvc
@@ -78,7 +86,7 @@ pub fn decide_pvc(pvc: &PersistentVolumeClaim, class: &StorageClass, node: &str)
         None if wffc => return PvcDecision::Ignore,
         _ => {}
     }
-    if !topology_allows(class, node) {
+    if !topology_allows(class, node) || (pinned_only && !class_pinned(class)) {
         return PvcDecision::Ignore;
     }
     let Some(uid) = meta.uid.as_deref() else {
@@ -134,6 +142,16 @@ pub fn topology_allows(class: &StorageClass, node: &str) -> bool {
             .iter()
             .flatten()
             .all(|e| e.key != "kubernetes.io/hostname" || e.values.iter().any(|v| v == node))
+    })
+}
+
+/// Whether the class restricts `kubernetes.io/hostname` at all.
+pub fn class_pinned(class: &StorageClass) -> bool {
+    class.allowed_topologies.iter().flatten().any(|t| {
+        t.match_label_expressions
+            .iter()
+            .flatten()
+            .any(|e| e.key == "kubernetes.io/hostname")
     })
 }
 
@@ -223,10 +241,23 @@ fn affinity_allows(pv: &PersistentVolume, node: &str) -> bool {
 
 /// A pre-provisioned ("static") PV of our driver that this simulator did not create: its volume handle
 /// names a volume in this node's store. Returns the handle, volume mode and capacity in bytes.
-pub fn static_volume(pv: &PersistentVolume, node: &str) -> Option<(String, VolumeMode, u64)> {
+/// With `pinned_only`, only PVs whose node affinity names this node qualify.
+pub fn static_volume(
+    pv: &PersistentVolume,
+    node: &str,
+    pinned_only: bool,
+) -> Option<(String, VolumeMode, u64)> {
     let spec = pv.spec.as_ref()?;
     let csi = spec.csi.as_ref().filter(|c| c.driver == DRIVER)?;
-    if ann(&pv.metadata, ANN_PATH).is_some() || !affinity_allows(pv, node) {
+    let pinned = spec
+        .node_affinity
+        .as_ref()
+        .and_then(|a| a.required.as_ref())
+        .is_some();
+    if ann(&pv.metadata, ANN_PATH).is_some()
+        || !affinity_allows(pv, node)
+        || (pinned_only && !pinned)
+    {
         return None;
     }
     let size = spec
@@ -249,7 +280,7 @@ pub async fn host_location(sim: &Sim, pv: &PersistentVolume) -> Result<Option<Vo
             Some(loc) => Some((loc, None)),
             None => return Ok(None),
         }
-    } else if let Some((handle, mode, size)) = static_volume(pv, node) {
+    } else if let Some((handle, mode, size)) = static_volume(pv, node, sim.config.pinned_only) {
         let loc = VolumeLocation {
             mode,
             path: PathBuf::new(),
@@ -465,7 +496,7 @@ async fn reconcile_pvc(pvc: Arc<PersistentVolumeClaim>, sim: Arc<Sim>) -> Result
     else {
         return Ok(Action::requeue(Duration::from_secs(10)));
     };
-    match decide_pvc(&pvc, &class, &sim.config.node_name) {
+    match decide_pvc(&pvc, &class, &sim.config.node_name, sim.config.pinned_only) {
         PvcDecision::Ignore => Ok(Action::await_change()),
         PvcDecision::Fail(msg) => {
             event(&sim, &pvc, EventType::Warning, "ProvisioningFailed", msg).await;
@@ -598,7 +629,7 @@ mod tests {
 
     #[test]
     fn provisions_pending_claims_naming_our_driver() {
-        let d = decide_pvc(&pvc(json!({}), json!({})), &class("Immediate"), "n1");
+        let d = decide_pvc(&pvc(json!({}), json!({})), &class("Immediate"), "n1", false);
         let PvcDecision::Provision(req) = d else {
             panic!("expected provisioning, got {d:?}")
         };
@@ -613,22 +644,27 @@ mod tests {
     fn ignores_bound_foreign_and_unselected_claims() {
         let bound = pvc(json!({}), json!({"volumeName": "pv-x"}));
         assert_eq!(
-            decide_pvc(&bound, &class("Immediate"), "n1"),
+            decide_pvc(&bound, &class("Immediate"), "n1", false),
             PvcDecision::Ignore
         );
         let other_driver = pvc(json!({ANN_PROVISIONER: "other.csi"}), json!({}));
         assert_eq!(
-            decide_pvc(&other_driver, &class("Immediate"), "n1"),
+            decide_pvc(&other_driver, &class("Immediate"), "n1", false),
             PvcDecision::Ignore
         );
         let wffc_unselected = pvc(json!({}), json!({}));
         assert_eq!(
-            decide_pvc(&wffc_unselected, &class("WaitForFirstConsumer"), "n1"),
+            decide_pvc(
+                &wffc_unselected,
+                &class("WaitForFirstConsumer"),
+                "n1",
+                false
+            ),
             PvcDecision::Ignore
         );
         let elsewhere = pvc(json!({ANN_SELECTED_NODE: "n2"}), json!({}));
         assert_eq!(
-            decide_pvc(&elsewhere, &class("WaitForFirstConsumer"), "n1"),
+            decide_pvc(&elsewhere, &class("WaitForFirstConsumer"), "n1", false),
             PvcDecision::Ignore
         );
         let here = pvc(
@@ -636,7 +672,7 @@ mod tests {
             json!({"volumeMode": "Block"}),
         );
         assert!(matches!(
-            decide_pvc(&here, &class("WaitForFirstConsumer"), "n1"),
+            decide_pvc(&here, &class("WaitForFirstConsumer"), "n1", false),
             PvcDecision::Provision(ProvisionRequest {
                 mode: VolumeMode::Block,
                 ..
@@ -651,7 +687,7 @@ mod tests {
             json!({"dataSource": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "snap"}}),
         );
         assert!(matches!(
-            decide_pvc(&restore, &class("Immediate"), "n1"),
+            decide_pvc(&restore, &class("Immediate"), "n1", false),
             PvcDecision::Provision(ProvisionRequest { from_snapshot: Some(ref s), .. }) if s == "snap"
         ));
         let clone = pvc(
@@ -659,7 +695,7 @@ mod tests {
             json!({"dataSource": {"kind": "PersistentVolumeClaim", "name": "other"}}),
         );
         assert!(matches!(
-            decide_pvc(&clone, &class("Immediate"), "n1"),
+            decide_pvc(&clone, &class("Immediate"), "n1", false),
             PvcDecision::Fail(_)
         ));
     }
@@ -676,7 +712,17 @@ mod tests {
         assert!(!topology_allows(&c, "n1"));
         assert!(topology_allows(&c, "n2"));
         assert_eq!(
-            decide_pvc(&pvc(json!({}), json!({})), &c, "n1"),
+            decide_pvc(&pvc(json!({}), json!({})), &c, "n1", false),
+            PvcDecision::Ignore
+        );
+        // A private node serves only pinned classes.
+        let claim = pvc(json!({}), json!({}));
+        assert!(matches!(
+            decide_pvc(&claim, &c, "n2", true),
+            PvcDecision::Provision(_)
+        ));
+        assert_eq!(
+            decide_pvc(&claim, &class("Immediate"), "n2", true),
             PvcDecision::Ignore
         );
     }
@@ -690,7 +736,7 @@ mod tests {
         }))
         .expect("valid pv");
         assert_eq!(
-            static_volume(&pv, "n1"),
+            static_volume(&pv, "n1", false),
             Some(("handmade".into(), VolumeMode::Block, 1 << 20))
         );
         let mut pinned = pv.clone();
@@ -700,10 +746,12 @@ mod tests {
             ]}}))
             .expect("valid affinity");
         }
-        assert_eq!(static_volume(&pinned, "n1"), None);
-        assert!(static_volume(&pinned, "n2").is_some());
+        assert_eq!(static_volume(&pinned, "n1", false), None);
+        assert!(static_volume(&pinned, "n2", false).is_some());
         let provisioned = super::tests::pv("Bound", "Delete", "Filesystem", "n1");
-        assert_eq!(static_volume(&provisioned, "n1"), None);
+        assert_eq!(static_volume(&provisioned, "n1", false), None);
+        assert_eq!(static_volume(&pv, "n1", true), None);
+        assert!(static_volume(&pinned, "n2", true).is_some());
     }
 
     fn pv(phase: &str, reclaim: &str, mode: &str, node: &str) -> PersistentVolume {

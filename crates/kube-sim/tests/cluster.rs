@@ -689,6 +689,7 @@ async fn simulated_node_end_to_end() -> Result<()> {
         .args([
             "--register-with-taints",
             "sim.svdm.dev/test=kube-sim:NoSchedule",
+            "--pinned-only",
         ])
         .args(["--exporter-image", &standin, "--exporter-binary", python])
         .arg("--data-dir")
