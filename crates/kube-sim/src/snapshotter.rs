@@ -265,16 +265,24 @@ async fn remove_finalizer(
 }
 
 async fn reconcile(c: Arc<VolumeSnapshotContent>, sim: Arc<Sim>) -> Result<Action> {
+    match act(&c, &sim).await {
+        // The content went away while we worked on it (the snapshot-controller deleted it): done.
+        Err(Error::Kube(e)) if crate::error::is_not_found(&e) => Ok(Action::await_change()),
+        other => other,
+    }
+}
+
+async fn act(c: &VolumeSnapshotContent, sim: &Sim) -> Result<Action> {
     let api: Api<VolumeSnapshotContent> = Api::all(sim.client.clone());
     let name = c.name_any();
-    match decide_content(&c) {
+    match decide_content(c) {
         ContentAction::Ignore => return Ok(Action::await_change()),
         ContentAction::Create {
             snapshot_handle,
             volume_handle,
-        } => create(&sim, &api, &c, snapshot_handle, volume_handle).await?,
+        } => create(sim, &api, c, snapshot_handle, volume_handle).await?,
         ContentAction::Import { snapshot_handle } => {
-            import(&sim, &api, &name, snapshot_handle).await?
+            import(sim, &api, &name, snapshot_handle).await?
         }
         ContentAction::Delete { snapshot_handle } => {
             let store = sim.store.clone();
@@ -283,9 +291,9 @@ async fn reconcile(c: Arc<VolumeSnapshotContent>, sim: Arc<Sim>) -> Result<Actio
                 .await
                 .map_err(|e| Error::NotReady(e.to_string()))??;
             log::info!("snapshot content {name}: deleted snapshot data {snapshot_handle}");
-            remove_finalizer(&api, &c).await?;
+            remove_finalizer(&api, c).await?;
         }
-        ContentAction::RemoveFinalizer => remove_finalizer(&api, &c).await?,
+        ContentAction::RemoveFinalizer => remove_finalizer(&api, c).await?,
     }
     Ok(Action::requeue(Duration::from_secs(30)))
 }
