@@ -15,6 +15,9 @@
 //!   stops the process; PVC deletion removes PV and data (reclaim Delete).
 //! - block: a real loop device; bytes written through it survive snapshot and restore; deletion detaches.
 //! - retain: PVC deletion leaves the PV Released and its data in place.
+//! - wffc: WaitForFirstConsumer placement, a `volumeDevices` mapping, restarts with exit code.
+//!
+//! Finally the simulator stops and the real node lifecycle controller marks the Node NotReady.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -761,6 +764,22 @@ async fn simulated_node_end_to_end() -> Result<()> {
     sim.stop();
     let tail = sim.log_tail();
     drop(sim);
+    // A stopped simulator is a node gone: the real node lifecycle controller notices the silence.
+    let outcome = match outcome {
+        Ok(()) => wait_for(
+            "Node NotReady after the simulator stopped",
+            WAIT,
+            || async {
+                let n = nodes.get(&node).await.ok()?;
+                let conditions = n.status?.conditions?;
+                let ready = conditions.iter().find(|c| c.type_ == "Ready")?;
+                (ready.status != "True").then_some(())
+            },
+        )
+        .await
+        .map_err(anyhow::Error::from),
+        failed => failed,
+    };
     let _ = nodes.delete(&node, &DeleteParams::default()).await;
     let classes: Api<StorageClass> = Api::all(client.clone());
     for class in [
