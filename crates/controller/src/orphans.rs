@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service};
 use kube::api::{Api, ListParams};
 use kube::{Resource, ResourceExt};
 use svdm_api::{DataExport, names};
@@ -16,6 +16,7 @@ use crate::error::Result;
 use crate::objects::Owner;
 use crate::pvc_io::{self, Rest};
 use crate::reconcile;
+use crate::snapshot_io;
 
 /// How often the sweep runs.
 pub const INTERVAL: Duration = Duration::from_secs(30);
@@ -93,6 +94,24 @@ pub async fn sweep(ctx: &Context) -> Result<(usize, usize)> {
         .items
     {
         add(&mut cands, &l);
+    }
+    for x in Api::<Secret>::namespaced(client.clone(), names::MODULE_NAMESPACE)
+        .list_metadata(&managed)
+        .await?
+        .items
+    {
+        add(&mut cands, &x);
+    }
+    for x in Api::<Service>::namespaced(client.clone(), names::MODULE_NAMESPACE)
+        .list_metadata(&managed)
+        .await?
+        .items
+    {
+        add(&mut cands, &x);
+    }
+    // Snapshot copies (the snapshot API may be absent: then there is nothing to find).
+    for x in snapshot_io::list_copies(ctx).await {
+        add(&mut cands, &x);
     }
 
     let mut returned = 0;

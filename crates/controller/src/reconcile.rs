@@ -252,6 +252,10 @@ async fn reconcile_export(de: &DataExport, ctx: &Context) -> Result<Action> {
     let api: Api<DataExport> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     let (user_pvc, source_vs) = targets(de);
     let phase = de.status.as_ref().and_then(|s| s.phase);
+    // Keeps the by-phase gauge right after a restart, when no status changes.
+    if de.meta().deletion_timestamp.is_none() && phase.is_some() {
+        ctx.metrics.set_phase(&owner.uid, phase);
+    }
 
     // Deleted: give everything back, then let the object go.
     if de.meta().deletion_timestamp.is_some() {

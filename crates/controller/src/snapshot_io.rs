@@ -324,3 +324,20 @@ pub async fn api_available(ctx: &Context) -> bool {
         .await
         .is_ok()
 }
+
+/// Our VolumeSnapshot and VolumeSnapshotContent copies (metadata), for the orphan sweep. Errors
+/// (e.g. no snapshot API) give an empty list.
+pub async fn list_copies(ctx: &Context) -> Vec<kube::core::PartialObjectMeta<DynamicObject>> {
+    let lp = ListParams::default().labels(&format!("{}=true", names::LABEL_MANAGED));
+    let mut out = Vec::new();
+    if let Ok(l) = vs_api(ctx, names::MODULE_NAMESPACE)
+        .list_metadata(&lp)
+        .await
+    {
+        out.extend(l.items);
+    }
+    if let Ok(l) = vsc_api(ctx).list_metadata(&lp).await {
+        out.extend(l.items);
+    }
+    out
+}
