@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -22,24 +22,7 @@ pub const CHUNK: u64 = 512 * 1024;
 pub type BoxBody = Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>>>>;
 
 fn read_chunk(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
-    let mut buf = vec![0u8; len];
-    let mut done = 0;
-    while done < len {
-        match file.read_at(&mut buf[done..], offset + done as u64) {
-            // The file shrank under us: fail the stream so the client sees a short body against its
-            // Content-Length rather than silently wrong bytes.
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "file shrank while being sent",
-                ));
-            }
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(Bytes::from(buf))
+    crate::sys::pread_exact(file.as_fd(), offset, len)
 }
 
 /// `length` bytes from `start`, read on the blocking pool with the next chunk already in flight.
