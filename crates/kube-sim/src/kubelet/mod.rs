@@ -238,7 +238,17 @@ impl Kubelet {
         for uid in self.ips.uids() {
             if !live.contains(&uid) {
                 self.ips.release(&uid);
-                let _ = std::fs::remove_dir_all(self.sim.store.root().join("pods").join(&uid));
+            }
+        }
+        // Pod directories of pods that no longer exist, including processes a crashed run left behind.
+        let pods_dir = self.sim.store.root().join("pods");
+        for entry in std::fs::read_dir(&pods_dir).into_iter().flatten().flatten() {
+            let uid = entry.file_name().to_string_lossy().into_owned();
+            if !live.contains(&uid) && !self.workers.lock().await.contains_key(&uid) {
+                if let Some(program) = &self.sim.config.exporter_binary {
+                    worker::kill_leftover(&entry.path(), program);
+                }
+                let _ = std::fs::remove_dir_all(entry.path());
             }
         }
     }
@@ -281,7 +291,11 @@ async fn reconcile(pod: Arc<Pod>, k: Arc<Kubelet>) -> Result<Action> {
             Err(e) => return Err(e.into()),
         }
         k.ips.release(&uid);
-        let _ = std::fs::remove_dir_all(sim.store.root().join("pods").join(&uid));
+        let dir = sim.store.root().join("pods").join(&uid);
+        if let Some(program) = &sim.config.exporter_binary {
+            worker::kill_leftover(&dir, program);
+        }
+        let _ = std::fs::remove_dir_all(dir);
         return Ok(Action::await_change());
     }
     let phase = pod
@@ -375,6 +389,10 @@ pub async fn run(k: Arc<Kubelet>) {
     let sweeper = {
         let k = k.clone();
         async move {
+            // Judge nothing gone before the first complete list of this node's pods.
+            if store.wait_until_ready().await.is_err() {
+                return;
+            }
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tick.tick().await;

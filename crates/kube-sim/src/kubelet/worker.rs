@@ -248,9 +248,14 @@ fn spawn(p: &Prepared, cwd: &Path) -> Result<Child> {
     Ok(child)
 }
 
+/// Forget the recorded pid once the process is reaped, so a reused pid is never mistaken for ours.
+fn clear_pid(cwd: &Path) {
+    let _ = std::fs::remove_file(cwd.join("kubelet").join("pid"));
+}
+
 /// Kill a process group a previous simulator run left behind (it died without stopping its pods): the
 /// recorded pid, if it still runs `program`.
-fn kill_leftover(cwd: &Path, program: &Path) {
+pub(super) fn kill_leftover(cwd: &Path, program: &Path) {
     let Ok(pid) = std::fs::read_to_string(cwd.join("kubelet").join("pid")) else {
         return;
     };
@@ -429,6 +434,7 @@ pub async fn run(a: Args, mut stop: oneshot::Receiver<Duration>) {
                     let grace = grace.unwrap_or_default();
                     log::info!("pod {key}: stopping (grace {grace:?})");
                     terminate(&mut child, grace).await;
+                    clear_pid(&cwd);
                     return;
                 }
                 _ = tokio::time::sleep_until(next_probe), if prepared.readiness.is_some() => {
@@ -490,6 +496,7 @@ pub async fn run(a: Args, mut stop: oneshot::Receiver<Duration>) {
                 }
             }
         };
+        clear_pid(&cwd);
         let code = match exit {
             Ok(status) => status.code().unwrap_or_else(|| {
                 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
