@@ -275,13 +275,63 @@ pub async fn any_exists(ctx: &Context, uid: &str) -> Result<bool> {
     let c = ctx.client.clone();
     let ns = names::MODULE_NAMESPACE;
     let name = objects::object_name(uid);
-    Ok(
-        kubeio::exists(&Api::<Pod>::namespaced(c.clone(), ns), &name).await?
-            || kubeio::exists(&Api::<Service>::namespaced(c.clone(), ns), &name).await?
-            || kubeio::exists(&Api::<Secret>::namespaced(c.clone(), ns), &name).await?
-            || kubeio::exists(&Api::<Lease>::namespaced(c.clone(), ns), &name).await?
-            || kubeio::exists(&Api::<Ingress>::namespaced(c, ns), &name).await?,
-    )
+    // A pod already terminating does not count: its deletion is under way, and the export PVC
+    // (protected while the pod exists) is what the return waits for next.
+    let pod_live = Api::<Pod>::namespaced(c.clone(), ns)
+        .get_metadata_opt(&name)
+        .await?
+        .is_some_and(|p| p.metadata.deletion_timestamp.is_none());
+    Ok(pod_live
+        || kubeio::exists(&Api::<Service>::namespaced(c.clone(), ns), &name).await?
+        || kubeio::exists(&Api::<Secret>::namespaced(c.clone(), ns), &name).await?
+        || kubeio::exists(&Api::<Lease>::namespaced(c.clone(), ns), &name).await?
+        || kubeio::exists(&Api::<Ingress>::namespaced(c, ns), &name).await?)
+}
+
+/// How long an exporter pod may stay Terminating on a node that is not Ready before it is
+/// force-deleted (the node is gone and will never confirm the deletion).
+pub const STUCK_POD_GRACE: Duration = Duration::from_secs(120);
+
+/// Whether a terminating pod is stuck on a lost node (pure).
+pub fn is_stuck(deleting_since: Timestamp, node_ready: Option<bool>, now: Timestamp) -> bool {
+    node_ready != Some(true) && now >= crate::status::add(deleting_since, STUCK_POD_GRACE)
+}
+
+/// Force-deletes the exporter pod when it has been Terminating too long on a node that is
+/// gone or not Ready, so a return is not blocked forever by a lost node.
+pub async fn reap_stuck_pod(ctx: &Context, uid: &str) -> Result<()> {
+    let c = ctx.client.clone();
+    let name = objects::object_name(uid);
+    let pods: Api<Pod> = Api::namespaced(c.clone(), names::MODULE_NAMESPACE);
+    let Some(pod) = pods.get_opt(&name).await? else {
+        return Ok(());
+    };
+    let Some(since) = pod.metadata.deletion_timestamp.as_ref().map(|t| t.0) else {
+        return Ok(());
+    };
+    let node_ready = match pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
+        None => None,
+        Some(n) => Api::<k8s_openapi::api::core::v1::Node>::all(c)
+            .get_opt(&n)
+            .await?
+            .map(|node| {
+                node.status
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            }),
+    };
+    if is_stuck(since, node_ready, Timestamp::now()) {
+        log::warn!("exporter pod {name} is stuck terminating on a lost node; force-deleting it");
+        match pods
+            .delete(&name, &kube::api::DeleteParams::default().grace_period(0))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if crate::error::is_not_found(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Deletes every exporter object of this export (missing ones are fine).
@@ -304,6 +354,15 @@ mod tests {
     use super::*;
     use k8s_openapi::ByteString;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn only_pods_on_lost_nodes_are_reaped_after_a_grace() {
+        let t = |s| Timestamp::from_second(s).unwrap_or(Timestamp::UNIX_EPOCH);
+        assert!(!is_stuck(t(0), Some(true), t(10_000)));
+        assert!(!is_stuck(t(0), Some(false), t(60)));
+        assert!(is_stuck(t(0), Some(false), t(121)));
+        assert!(is_stuck(t(0), None, t(121)));
+    }
 
     #[test]
     fn leaf_is_reissued_when_missing_foreign_or_for_other_names() {

@@ -469,7 +469,12 @@ pub async fn drive(
                     volume_mode: mode,
                 });
             }
-            Step::WaitExportPvcGone | Step::WaitUserPvcBound => return Ok(Rest::Waiting),
+            Step::WaitExportPvcGone => {
+                // The export PVC waits for the exporter pod; a pod on a lost node never goes.
+                exporter::reap_stuck_pod(ctx, &owner.uid).await?;
+                return Ok(Rest::Waiting);
+            }
+            Step::WaitUserPvcBound => return Ok(Rest::Waiting),
             Step::Returned => {
                 ctx.metrics.transfer_done(&owner.uid, Transfer::Return);
                 return Ok(Rest::Returned);

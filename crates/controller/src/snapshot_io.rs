@@ -283,7 +283,10 @@ pub async fn drive(
                     volume_mode,
                 }));
             }
-            Step::Wait => return Ok(SnapRest::Rest(Rest::Waiting)),
+            Step::Wait => {
+                exporter::reap_stuck_pod(ctx, &owner.uid).await?;
+                return Ok(SnapRest::Rest(Rest::Waiting));
+            }
             Step::Returned => return Ok(SnapRest::Rest(Rest::Returned)),
             step => {
                 apply(ctx, owner, source, &o, user_vs.as_ref(), &step).await?;
