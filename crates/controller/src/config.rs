@@ -94,7 +94,12 @@ pub struct Args {
         default_value = "!svdm-controller-test"
     )]
     pub dataexport_label_selector: String,
-    /// Test only: exit(3) right after the named handover/return step is persisted.
+    /// Test only: exit(3) right after the named step is persisted. Handover: protect-user-pvc,
+    /// record-pv, create-export-pvc, bind-pv-to-export-pvc, serve; return: delete-exporter-objects,
+    /// delete-export-pvc, rebind-pv-to-user-pvc, restore-reclaim-policy, unprotect-user-pvc,
+    /// clear-pv-record; snapshots: protect-snapshot, create-content-copy, create-snapshot-copy,
+    /// create-restored-pvc, unprotect-snapshot, delete-restored-pvc, delete-snapshot-copy,
+    /// delete-content-copy.
     #[arg(long, env = "SVDM_FAULT_AFTER_STEP")]
     pub fault_after_step: Option<String>,
 }
