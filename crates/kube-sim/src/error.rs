@@ -33,6 +33,10 @@ pub enum Error {
     /// An object asks for something the simulator cannot do; reported, not retried quickly.
     #[error("{0}")]
     Unsupported(String),
+
+    /// A part of the simulator stopped working.
+    #[error("simulator failure: {0}")]
+    Crashed(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -168,7 +168,7 @@ pub async fn run(config: Config) -> Result<()> {
 
     let kubelet = Arc::new(kubelet::Kubelet::new(sim.clone(), config.pod_ip_prefix));
     let proxy = Arc::new(proxy::Proxy::new(sim.clone(), config.service_ip_prefix));
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(node::heartbeat(
             client.clone(),
             config.node_name.clone(),
@@ -180,14 +180,24 @@ pub async fn run(config: Config) -> Result<()> {
         tokio::spawn(kubelet::run(kubelet.clone())),
         tokio::spawn(proxy::run(proxy.clone())),
     ];
-    shutdown_signal().await;
+    // The loops run forever; one that ends has crashed, and a node missing a part must not pass for
+    // healthy: stop everything and fail.
+    let failed = tokio::select! {
+        _ = shutdown_signal() => None,
+        (ended, index, _) = futures::future::select_all(tasks.iter_mut()) => {
+            Some(format!("loop {index} ended unexpectedly: {ended:?}"))
+        }
+    };
     for task in &tasks {
         task.abort();
     }
     kubelet.shutdown().await;
     proxy.shutdown().await;
     log::info!("node {} stopped", config.node_name);
-    Ok(())
+    match failed {
+        Some(why) => Err(Error::Crashed(why)),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
