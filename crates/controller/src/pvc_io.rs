@@ -446,9 +446,13 @@ pub async fn drive(
 ) -> Result<Rest> {
     for _ in 0..MAX_STEPS {
         let (obs, raw) = observe(ctx, owner, user, intent).await?;
-        // After the record is gone, the user PVC is found through the PV no longer: keep the
-        // coordinates the PV recorded.
         let step = handover::next_step(&obs);
+        if let Some(pv) = &obs.pv
+            && !matches!(step, Step::Inconsistent { .. })
+        {
+            // An administrator repaired it (or it never was): the gauge follows.
+            ctx.metrics.set_inconsistent(&pv.name, false);
+        }
         log::debug!("{}/{}: step {}", owner.namespace, owner.name, step.name());
         match step {
             Step::Blocked { reason, message } => return Ok(Rest::Blocked { reason, message }),
