@@ -88,6 +88,8 @@ struct Fixture {
     class_retain: String,
     class_wffc: String,
     standin: String,
+    /// The simulator's data directory (pod volumes live under `pods/<uid>/volumes/`).
+    data: PathBuf,
 }
 
 fn dynamic(client: &Client, group: &str, kind: &str, ns: &str) -> Api<DynamicObject> {
@@ -418,8 +420,31 @@ async fn filesystem_scenario(env: &Testenv, f: &Fixture) -> Result<()> {
         code == 200 && body == b"hello from the sim",
         "GET /hello.txt: {code}"
     );
+    // The Secret volume follows the Secret, atomically (what the exporter's certificate reload relies on).
+    let exporter_uid = pods.get("exporter").await?.uid().context("exporter uid")?;
+    let tls_dir = f.data.join("pods").join(&exporter_uid).join("volumes/tls");
+    ensure!(
+        std::fs::read_to_string(tls_dir.join("tls.crt"))? == cert,
+        "mounted certificate"
+    );
+    ensure!(std::fs::read_link(tls_dir.join("tls.crt"))? == Path::new("..data/tls.crt"));
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns);
+    let renewed = serde_json::json!({"stringData": {"tls.crt": "renewed"}});
+    secrets
+        .patch(
+            "tls",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(renewed),
+        )
+        .await?;
+    wait_for("renewed Secret reaches the pod volume", WAIT, || async {
+        let now = std::fs::read_to_string(tls_dir.join("tls.crt")).ok()?;
+        (now == "renewed").then_some(())
+    })
+    .await?;
+
     // Its liveness probe passes: no restart after several periods.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let status = pods
         .get("exporter")
         .await?
@@ -712,6 +737,7 @@ async fn simulated_node_end_to_end() -> Result<()> {
         class_wffc: format!("{node}-wffc"),
         node: node.clone(),
         standin,
+        data: sim.data.clone(),
     };
     let nodes: Api<Node> = Api::all(client.clone());
     let outcome: Result<()> = async {
