@@ -60,7 +60,7 @@ fn builder(files: &TlsFiles) -> Result<SslAcceptorBuilder, TlsError> {
         b.check_private_key(),
     )?;
     ssl("TLS setup", b.set_session_id_context(b"svdm-exporter"))?;
-    if let Some(ca) = &files.client_ca {
+    if let Some(ca) = files.client_ca.as_ref().filter(|ca| usable_client_ca(ca)) {
         ssl("client CA", b.set_ca_file(ca))?;
         let names = ssl("client CA", X509Name::load_client_ca_file(ca))?;
         b.set_client_ca_list(names);
@@ -69,6 +69,32 @@ fn builder(files: &TlsFiles) -> Result<SslAcceptorBuilder, TlsError> {
         b.set_verify_callback(SslVerifyMode::PEER, |_, _| true);
     }
     Ok(b)
+}
+
+/// A missing or empty client CA must not take the export down: bearer tokens still work, so client
+/// certificates are then simply not requested.
+fn usable_client_ca(path: &Path) -> bool {
+    match std::fs::read(path) {
+        Ok(pem)
+            if openssl::x509::X509::stack_from_pem(&pem).is_ok_and(|certs| !certs.is_empty()) =>
+        {
+            true
+        }
+        Ok(_) => {
+            log::warn!(
+                "client CA {} holds no certificate; client certificates are not accepted",
+                path.display()
+            );
+            false
+        }
+        Err(e) => {
+            log::warn!(
+                "cannot read client CA {}: {e}; client certificates are not accepted",
+                path.display()
+            );
+            false
+        }
+    }
 }
 
 pub fn build_context(files: &TlsFiles) -> Result<SslContext, TlsError> {

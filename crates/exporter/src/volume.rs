@@ -117,6 +117,16 @@ impl FsVolume {
             Mode::empty(),
         )
         .map_err(io::Error::from)?;
+        // Every request depends on openat2; a kernel or seccomp profile without it must fail at start,
+        // not as a 500 on each request.
+        if let Err(e) = openat2_in_root(root.as_fd(), c".", libc::O_PATH) {
+            return Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "openat2 is unavailable ({e}); Linux 5.6+ and a seccomp profile allowing openat2 are required"
+                ),
+            ));
+        }
         Ok(FsVolume { root })
     }
 

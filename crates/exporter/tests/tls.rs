@@ -134,3 +134,23 @@ fn protocol_settings() {
     );
     assert!(r.is_err(), "TLS 1.1 must be refused");
 }
+
+#[test]
+fn missing_client_ca_does_not_take_the_export_down() {
+    let vol = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write(&vol.path().join("f"), "x");
+    write(&vol.path().join("empty-ca.crt"), "");
+    for ca in [
+        vol.path().join("missing-ca.crt"),
+        vol.path().join("empty-ca.crt"),
+    ] {
+        let mut opts = Opts::fs(vol.path());
+        opts.args = vec!["--client-ca".into(), ca.to_string_lossy().into_owned()];
+        let ex = Exporter::start(opts);
+        assert_eq!(ex.client().get("/api/v1/files/f").text(), "x");
+        assert!(
+            ex.log_text()
+                .contains("client certificates are not accepted")
+        );
+    }
+}
