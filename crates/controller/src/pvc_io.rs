@@ -191,7 +191,13 @@ pub async fn observe(
             limit_reached = running >= ctx.settings.max_concurrent_exports as usize;
         }
     }
-    let exporter_objects_exist = exporter::any_exists(ctx, &owner.uid).await?;
+    // Five GETs: only a return needs them. An export pass that turns out to need a return
+    // looks again (see `drive`).
+    let exporter_objects_exist = if intent == Intent::Return {
+        exporter::any_exists(ctx, &owner.uid).await?
+    } else {
+        false
+    };
     Ok((
         Observed {
             intent,
@@ -445,8 +451,12 @@ pub async fn drive(
     intent: Intent,
 ) -> Result<Rest> {
     for _ in 0..MAX_STEPS {
-        let (obs, raw) = observe(ctx, owner, user, intent).await?;
-        let step = handover::next_step(&obs);
+        let (mut obs, raw) = observe(ctx, owner, user, intent).await?;
+        let mut step = handover::next_step(&obs);
+        if intent == Intent::Export && is_return_step(&step) {
+            obs.exporter_objects_exist = exporter::any_exists(ctx, &owner.uid).await?;
+            step = handover::next_step(&obs);
+        }
         if let Some(pv) = &obs.pv
             && !matches!(step, Step::Inconsistent { .. })
         {
@@ -499,6 +509,22 @@ pub async fn drive(
         }
     }
     Ok(Rest::Waiting)
+}
+
+/// Steps only a return takes; under an export intent they mean the handover must unwind first,
+/// which needs the exporter objects observed.
+fn is_return_step(step: &Step) -> bool {
+    matches!(
+        step,
+        Step::DeleteExportPvc
+            | Step::WaitExportPvcGone
+            | Step::RebindPvToUser { .. }
+            | Step::WaitUserPvcBound
+            | Step::RestoreReclaimPolicy { .. }
+            | Step::UnprotectUserPvc
+            | Step::ClearPvRecord
+            | Step::Returned
+    )
 }
 
 /// The user PVC a PV's record names, if complete.
