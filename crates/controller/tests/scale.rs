@@ -186,6 +186,18 @@ async fn many_exports_at_once() {
         l.items.is_empty().then_some(())
     })
     .await;
+    if !node {
+        // Deleted exports let go of their finalizer last: wait, or the namespace would hang.
+        wait_for("all DataExports gone", 600, || async {
+            des.list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .is_empty()
+                .then_some(())
+        })
+        .await;
+    }
     let down = t1.elapsed();
     let rss = peak_rss_kib(pid).unwrap_or(0);
     println!(
