@@ -212,7 +212,7 @@ async fn tokens_authenticate_through_token_review() {
                     &PostParams::default(),
                     &TokenReview {
                         spec: TokenReviewSpec {
-                            token: token,
+                            token,
                             ..TokenReviewSpec::default()
                         },
                         ..TokenReview::default()
