@@ -41,7 +41,8 @@ pub const PVC_BINDING: &str = "pvcs";
 pub const POD_BINDING: &str = "exporter_pods";
 pub const DATAEXPORT_BINDING: &str = "dataexports";
 
-const RECLAIM_POLICIES: &[&str] = &["Delete", "Retain", "Recycle"];
+/// Reclaim policies a recorded original may name; anything else is an inconsistency.
+pub(crate) const RECLAIM_POLICIES: &[&str] = &["Delete", "Retain", "Recycle"];
 
 /// A claim reference.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -54,7 +55,7 @@ pub struct Claim {
     pub uid: String,
 }
 
-/// What the PV binding's jq filter returns.
+/// What the PV bindings' jq filters return (this hook's and the migration's).
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct PvView {
     pub name: String,

@@ -32,6 +32,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::disable::{PvView as LegacyPv, RECLAIM_POLICIES};
 use crate::names;
 use crate::protocol::{Hook, HookError, Input, Output};
 
@@ -68,31 +69,6 @@ pub const PV_BINDING: &str = "legacy_pvs";
 pub const PVC_BINDING: &str = "legacy_pvcs";
 pub const OBJECT_BINDING_PREFIX: &str = "legacy_";
 pub const DATAEXPORT_BINDING: &str = "legacy_dataexports";
-
-const RECLAIM_POLICIES: &[&str] = &["Delete", "Retain", "Recycle"];
-
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-pub struct Claim {
-    #[serde(default)]
-    pub namespace: String,
-    #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub uid: String,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct LegacyPv {
-    pub name: String,
-    #[serde(default, rename = "claimRef")]
-    pub claim_ref: Option<Claim>,
-    #[serde(default, rename = "reclaimPolicy")]
-    pub reclaim_policy: Option<String>,
-    #[serde(default)]
-    pub annotations: BTreeMap<String, String>,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-}
 
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct LegacyPvc {
