@@ -60,47 +60,18 @@ pub struct Config {
     pub no_auth: bool,
 }
 
-/// Parses Go-style durations (`500ms`, `5s`, `1m30s`, `2h`), the form the rest of the module uses.
+/// Parses Go-style durations (`500ms`, `5s`, `1m30s`, `2h`) with the module's shared parser.
+/// Unlike a ttl, an interval here may be zero (`0`, `0s`): it switches the behaviour off.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
     if s == "0" {
         return Ok(Duration::ZERO);
     }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!("invalid duration {s:?}: expected a number"));
-        }
-        let value: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let part = match unit {
-            "ms" => Duration::from_millis(value),
-            "s" => Duration::from_secs(value),
-            "m" => Duration::from_secs(value.saturating_mul(60)),
-            "h" => Duration::from_secs(value.saturating_mul(3600)),
-            _ => {
-                return Err(format!(
-                    "invalid duration {s:?}: unit must be ms, s, m or h"
-                ));
-            }
-        };
-        total = total.saturating_add(part);
+    match svdm_api::ttl::parse(s) {
+        Ok(d) => Ok(d),
+        Err(svdm_api::ttl::TtlError::Zero(_)) => Ok(Duration::ZERO),
+        Err(e) => Err(e.to_string()),
     }
-    Ok(total)
 }
 
 #[cfg(test)]
