@@ -5,17 +5,18 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use svdm_api::{VolumeMode, names};
 use svdm_pki::{CertPair, LeafSpec, Usage};
 
 use crate::context::{Context, MANAGER};
 use crate::error::{Error, Result};
 use crate::kubeio;
+use crate::node_loss::{self, ExporterPod, NodeState};
 use crate::objects::{self, Owner};
 
 /// Leaf certificates live this long and are renewed when less than [`RENEW_MARGIN`] is left.
@@ -229,7 +230,21 @@ pub async fn ensure(
                 // restartPolicy Always makes this rare (eviction, node loss): start a new one.
                 kubeio::delete_opt(&pods, &name).await?;
             }
-            (pod_ready(&p), pod_problem(&p))
+            let mut ready = pod_ready(&p);
+            let mut problem = pod_problem(&p);
+            // The node lifecycle controller marks a lost node's pods not ready; only then is the
+            // Node worth a look (one GET), and a lost node explains more than the pod does.
+            let mut view = pod_view(&p);
+            if (!ready || view.deleting)
+                && let Some(node) = view.node.clone()
+            {
+                view.node_state = Some(node_state(ctx, &node).await?);
+                if let Some(m) = node_loss::serving_problem(&view) {
+                    ready = false;
+                    problem = Some(m);
+                }
+            }
+            (ready, problem)
         }
     };
 
@@ -270,68 +285,90 @@ pub async fn ensure(
     })
 }
 
-/// Whether any exporter object of this export still exists.
-pub async fn any_exists(ctx: &Context, uid: &str) -> Result<bool> {
+/// Reads the state of a Node; a Node the controller may not read is `Unknown` (never taken
+/// for a missing one).
+pub async fn node_state(ctx: &Context, node: &str) -> Result<NodeState> {
+    match Api::<Node>::all(ctx.client.clone()).get_opt(node).await {
+        Ok(None) => Ok(NodeState::Missing),
+        Ok(Some(n)) => Ok(node_loss::node_state_from_conditions(
+            n.status
+                .iter()
+                .flat_map(|s| s.conditions.iter().flatten())
+                .map(|c| (c.type_.as_str(), c.status.as_str())),
+        )),
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            log::warn!("cannot read Node {node} (forbidden): {}", e.message);
+            Ok(NodeState::Unknown)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn pod_view(p: &Pod) -> ExporterPod {
+    ExporterPod {
+        name: p.name_any(),
+        uid: p.uid().unwrap_or_default(),
+        node: p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .filter(|n| !n.is_empty()),
+        node_state: None,
+        deleting: p.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+/// Whether any exporter object of this export still exists (a pod already being deleted does
+/// not count: its deletion is under way), and the exporter pod itself, with its node's state
+/// when it is terminating (what a return decides on).
+pub async fn observe(ctx: &Context, uid: &str) -> Result<(bool, Option<ExporterPod>)> {
     let c = ctx.client.clone();
     let ns = names::MODULE_NAMESPACE;
     let name = objects::object_name(uid);
-    // A pod already terminating does not count: its deletion is under way, and the export PVC
-    // (protected while the pod exists) is what the return waits for next.
-    let pod_live = Api::<Pod>::namespaced(c.clone(), ns)
-        .get_metadata_opt(&name)
+    let mut pod = Api::<Pod>::namespaced(c.clone(), ns)
+        .get_opt(&name)
         .await?
-        .is_some_and(|p| p.metadata.deletion_timestamp.is_none());
-    Ok(pod_live
+        .map(|p| pod_view(&p));
+    if let Some(p) = pod.as_mut()
+        && p.deleting
+        && let Some(node) = p.node.clone()
+    {
+        p.node_state = Some(node_state(ctx, &node).await?);
+    }
+    let pod_live = pod.as_ref().is_some_and(|p| !p.deleting);
+    let any = pod_live
         || kubeio::exists(&Api::<Service>::namespaced(c.clone(), ns), &name).await?
         || kubeio::exists(&Api::<Secret>::namespaced(c.clone(), ns), &name).await?
         || kubeio::exists(&Api::<Lease>::namespaced(c.clone(), ns), &name).await?
-        || kubeio::exists(&Api::<Ingress>::namespaced(c, ns), &name).await?)
+        || kubeio::exists(&Api::<Ingress>::namespaced(c, ns), &name).await?;
+    Ok((any, pod))
 }
 
-/// How long an exporter pod may stay Terminating on a node that is not Ready before it is
-/// force-deleted (the node is gone and will never confirm the deletion).
-pub const STUCK_POD_GRACE: Duration = Duration::from_secs(120);
-
-/// Whether a terminating pod is stuck on a lost node (pure).
-pub fn is_stuck(deleting_since: Timestamp, node_ready: Option<bool>, now: Timestamp) -> bool {
-    node_ready != Some(true) && now >= crate::status::add(deleting_since, STUCK_POD_GRACE)
-}
-
-/// Force-deletes the exporter pod when it has been Terminating too long on a node that is
-/// gone or not Ready, so a return is not blocked forever by a lost node.
-pub async fn reap_stuck_pod(ctx: &Context, uid: &str) -> Result<()> {
-    let c = ctx.client.clone();
-    let name = objects::object_name(uid);
-    let pods: Api<Pod> = Api::namespaced(c.clone(), names::MODULE_NAMESPACE);
-    let Some(pod) = pods.get_opt(&name).await? else {
-        return Ok(());
+/// Deletes the exporter pod without waiting for its kubelet. Only called when the pod's Node
+/// object no longer exists (see `node_loss`); the uid precondition keeps a newer pod of the
+/// same name safe.
+pub async fn force_delete_pod(ctx: &Context, pod: &ExporterPod) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), names::MODULE_NAMESPACE);
+    log::warn!(
+        "exporter pod {} is on node {}, whose Node object is gone; deleting the pod without the kubelet's confirmation",
+        pod.name,
+        pod.node.as_deref().unwrap_or_default()
+    );
+    let dp = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: Some(pod.uid.clone()),
+            resource_version: None,
+        }),
+        ..Default::default()
     };
-    let Some(since) = pod.metadata.deletion_timestamp.as_ref().map(|t| t.0) else {
-        return Ok(());
-    };
-    let node_ready = match pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
-        None => None,
-        Some(n) => Api::<k8s_openapi::api::core::v1::Node>::all(c)
-            .get_opt(&n)
-            .await?
-            .map(|node| {
-                node.status
-                    .and_then(|s| s.conditions)
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            }),
-    };
-    if is_stuck(since, node_ready, Timestamp::now()) {
-        log::warn!("exporter pod {name} is stuck terminating on a lost node; force-deleting it");
-        match pods
-            .delete(&name, &kube::api::DeleteParams::default().grace_period(0))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if crate::error::is_not_found(&e) => {}
-            Err(e) => return Err(e.into()),
-        }
+    match pods.delete(&pod.name, &dp).await {
+        Ok(_) => Ok(()),
+        Err(e) if crate::error::is_not_found(&e) => Ok(()),
+        // The precondition failed: a different pod now has the name; the next pass decides.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }
 
 /// Deletes every exporter object of this export (missing ones are fine).
@@ -354,15 +391,6 @@ mod tests {
     use super::*;
     use k8s_openapi::ByteString;
     use std::collections::BTreeMap;
-
-    #[test]
-    fn only_pods_on_lost_nodes_are_reaped_after_a_grace() {
-        let t = |s| Timestamp::from_second(s).unwrap_or(Timestamp::UNIX_EPOCH);
-        assert!(!is_stuck(t(0), Some(true), t(10_000)));
-        assert!(!is_stuck(t(0), Some(false), t(60)));
-        assert!(is_stuck(t(0), Some(false), t(121)));
-        assert!(is_stuck(t(0), None, t(121)));
-    }
 
     #[test]
     fn leaf_is_reissued_when_missing_foreign_or_for_other_names() {

@@ -8,6 +8,9 @@
 
 use svdm_api::conditions::reason;
 
+use crate::limits::Concurrency;
+use crate::node_loss::{self, ExporterPod, Verdict};
+
 /// A claim reference (namespace, name, uid) as found in `pv.spec.claimRef` or in our annotations.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClaimRef {
@@ -102,14 +105,18 @@ pub struct Observed {
     pub user_pvc: Option<UserPvc>,
     pub pv: Option<Pv>,
     pub export_pvc: Option<ExportPvc>,
-    /// Any exporter object (Pod, Service, Secret, Lease, Ingress) still exists.
+    /// Any exporter object (Pod not yet being deleted, Service, Secret, Lease, Ingress) still
+    /// exists.
     pub exporter_objects_exist: bool,
+    /// The exporter pod, also while it terminates (observed together with
+    /// `exporter_objects_exist`, i.e. for a return).
+    pub exporter_pod: Option<ExporterPod>,
     /// Pods (not Succeeded/Failed) that use the user PVC; only needed before the handover starts.
     pub pods_using: Vec<String>,
     /// VolumeAttachments that are attached for the PV; only needed before the handover starts.
     pub attached: Vec<String>,
-    /// The module's limit of concurrent exports is reached (only checked before the handover).
-    pub limit_reached: bool,
+    /// Running exports against the module's limit (only observed before the handover).
+    pub concurrency: Concurrency,
 }
 
 /// The one next thing to do.
@@ -137,6 +144,11 @@ pub enum Step {
     Serve,
     /// Return 1: delete the exporter objects.
     DeleteExporterObjects,
+    /// The exporter pod's Node object is gone: delete the pod without the kubelet's confirmation.
+    ForceDeleteExporterPod,
+    /// The exporter pod still exists (terminating); the volume is not given back before it is
+    /// gone. `lost_node` explains a wait on a node that does not answer.
+    WaitExporterPodGone { lost_node: Option<String> },
     /// Return 2: delete the export PVC.
     DeleteExportPvc,
     /// The export PVC is being deleted; wait.
@@ -169,6 +181,8 @@ impl Step {
             Step::BindPvToExportPvc { .. } => "bind-pv-to-export-pvc",
             Step::Serve => "serve",
             Step::DeleteExporterObjects => "delete-exporter-objects",
+            Step::ForceDeleteExporterPod => "force-delete-exporter-pod",
+            Step::WaitExporterPodGone { .. } => "wait-exporter-pod-gone",
             Step::DeleteExportPvc => "delete-export-pvc",
             Step::WaitExportPvcGone => "wait-export-pvc-gone",
             Step::RebindPvToUser { .. } => "rebind-pv-to-user-pvc",
@@ -187,6 +201,7 @@ impl Step {
             self,
             Step::Blocked { .. }
                 | Step::Serve
+                | Step::WaitExporterPodGone { .. }
                 | Step::WaitExportPvcGone
                 | Step::WaitUserPvcBound
                 | Step::Returned
@@ -196,7 +211,8 @@ impl Step {
 }
 
 /// Names of every step that persists something, in handover then return order (for
-/// `--fault-after-step` and the fault-injection suite).
+/// `--fault-after-step` and the fault-injection suite). `force-delete-exporter-pod` persists too
+/// but is only reached when a node is lost; `tests/node_gone.rs` covers it.
 pub const PERSISTING_STEPS: &[&str] = &[
     "protect-user-pvc",
     "record-pv",
@@ -499,11 +515,8 @@ fn precondition_step(o: &Observed, user: &UserPvc) -> Step {
             ),
         );
     }
-    if o.limit_reached {
-        return blocked(
-            reason::LIMIT_REACHED,
-            "the module's limit of concurrent exports is reached; the export starts when another one ends",
-        );
+    if let Some(message) = o.concurrency.blocked_message() {
+        return blocked(reason::LIMIT_REACHED, message);
     }
     Step::ProtectUserPvc
 }
@@ -517,12 +530,27 @@ fn return_step(o: &Observed) -> Step {
     if o.exporter_objects_exist {
         return Step::DeleteExporterObjects;
     }
+    let pod = node_loss::return_verdict(o.exporter_pod.as_ref());
+    match &pod {
+        Verdict::ForceDelete => return Step::ForceDeleteExporterPod,
+        Verdict::WaitLostNode { message } => {
+            return Step::WaitExporterPodGone {
+                lost_node: Some(message.clone()),
+            };
+        }
+        Verdict::Wait | Verdict::Proceed => {}
+    }
     if let Some(e) = &o.export_pvc {
         return if e.deleting {
             Step::WaitExportPvcGone
         } else {
             Step::DeleteExportPvc
         };
+    }
+    // The export PVC's protection normally holds until the pod is gone; this does not rely on
+    // it: no rebind while a pod that may still mount the volume exists.
+    if pod == Verdict::Wait {
+        return Step::WaitExporterPodGone { lost_node: None };
     }
     let user = o.user_pvc.as_ref();
     let held_by_us = user.is_some_and(|u| u.held_by.as_deref() == Some(o.uid.as_str()));

@@ -6,6 +6,7 @@ use k8s_openapi::api::storage::v1::VolumeAttachment;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
+use svdm_api::conditions::reason;
 use svdm_api::{VolumeMode, names};
 
 use crate::context::Context;
@@ -13,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::exporter;
 use crate::handover::{self, ClaimRef, ExportPvc, Intent, Observed, Pv, Step, UserPvc};
 use crate::kubeio;
+use crate::limits::{self, Concurrency};
 use crate::metrics::Transfer;
 use crate::objects::{self, Owner};
 
@@ -149,7 +151,7 @@ pub async fn observe(
     // Costly checks only where the decision needs them: before the handover starts.
     let mut pods_using = Vec::new();
     let mut attached = Vec::new();
-    let mut limit_reached = false;
+    let mut concurrency = Concurrency::default();
     let starting = intent == Intent::Export
         && user_pvc.as_ref().is_some_and(|u| u.held_by.is_none())
         && pv
@@ -180,23 +182,14 @@ pub async fn observe(
                 .map(|va| va.name_any())
                 .collect();
         }
-        if ctx.settings.max_concurrent_exports > 0 {
-            let running = export_api
-                .list_metadata(
-                    &ListParams::default().labels(&format!("{}=true", names::LABEL_MANAGED)),
-                )
-                .await?
-                .items
-                .len();
-            limit_reached = running >= ctx.settings.max_concurrent_exports as usize;
-        }
+        concurrency = concurrency_for(ctx, &owner.uid).await?;
     }
     // Five GETs: only a return needs them. An export pass that turns out to need a return
     // looks again (see `drive`).
-    let exporter_objects_exist = if intent == Intent::Return {
-        exporter::any_exists(ctx, &owner.uid).await?
+    let (exporter_objects_exist, exporter_pod) = if intent == Intent::Return {
+        exporter::observe(ctx, &owner.uid).await?
     } else {
-        false
+        (false, None)
     };
     Ok((
         Observed {
@@ -208,15 +201,40 @@ pub async fn observe(
             pv,
             export_pvc,
             exporter_objects_exist,
+            exporter_pod,
             pods_using,
             attached,
-            limit_reached,
+            concurrency,
         },
         Raw {
             pv: pv_obj,
             user_pvc: user_obj,
         },
     ))
+}
+
+/// Running exports of both kinds (see `limits`) against `--max-concurrent-exports`; lists
+/// nothing when there is no limit.
+pub async fn concurrency_for(ctx: &Context, own_uid: &str) -> Result<Concurrency> {
+    let max = ctx.settings.max_concurrent_exports;
+    if max == 0 {
+        return Ok(Concurrency::default());
+    }
+    let api: Api<PersistentVolumeClaim> =
+        Api::namespaced(ctx.client.clone(), names::MODULE_NAMESPACE);
+    let pvcs = api
+        .list_metadata(&ListParams::default().labels(&format!("{}=true", names::LABEL_MANAGED)))
+        .await?
+        .items;
+    let running = limits::count_running(
+        pvcs.iter().map(|p| {
+            p.labels()
+                .get(names::LABEL_DATAEXPORT_UID)
+                .map(String::as_str)
+        }),
+        own_uid,
+    );
+    Ok(Concurrency { running, max })
 }
 
 fn claim_json(c: &ClaimRef) -> Value {
@@ -351,6 +369,11 @@ pub async fn apply(
             .await?;
         }
         Step::DeleteExporterObjects => exporter::delete_all(ctx, &owner.uid).await?,
+        Step::ForceDeleteExporterPod => {
+            if let Some(pod) = &obs.exporter_pod {
+                exporter::force_delete_pod(ctx, pod).await?;
+            }
+        }
         Step::DeleteExportPvc => {
             let api: Api<PersistentVolumeClaim> = Api::namespaced(client, names::MODULE_NAMESPACE);
             kubeio::delete_opt(&api, &obs.export_pvc_name).await?;
@@ -423,6 +446,7 @@ pub async fn apply(
         }
         Step::Blocked { .. }
         | Step::Serve
+        | Step::WaitExporterPodGone { .. }
         | Step::WaitExportPvcGone
         | Step::WaitUserPvcBound
         | Step::Returned
@@ -454,7 +478,8 @@ pub async fn drive(
         let (mut obs, raw) = observe(ctx, owner, user, intent).await?;
         let mut step = handover::next_step(&obs);
         if intent == Intent::Export && is_return_step(&step) {
-            obs.exporter_objects_exist = exporter::any_exists(ctx, &owner.uid).await?;
+            (obs.exporter_objects_exist, obs.exporter_pod) =
+                exporter::observe(ctx, &owner.uid).await?;
             step = handover::next_step(&obs);
         }
         if let Some(pv) = &obs.pv
@@ -483,12 +508,18 @@ pub async fn drive(
                     volume_mode: mode,
                 });
             }
-            Step::WaitExportPvcGone => {
-                // The export PVC waits for the exporter pod; a pod on a lost node never goes.
-                exporter::reap_stuck_pod(ctx, &owner.uid).await?;
-                return Ok(Rest::Waiting);
+            Step::WaitExporterPodGone {
+                lost_node: Some(message),
+            } => {
+                // Not an error of ours, but the user must know what ends the wait.
+                return Ok(Rest::Blocked {
+                    reason: reason::EXPORTER_FAILED,
+                    message,
+                });
             }
-            Step::WaitUserPvcBound => return Ok(Rest::Waiting),
+            Step::WaitExporterPodGone { lost_node: None }
+            | Step::WaitExportPvcGone
+            | Step::WaitUserPvcBound => return Ok(Rest::Waiting),
             Step::Returned => {
                 ctx.metrics.transfer_done(&owner.uid, Transfer::Return);
                 return Ok(Rest::Returned);
@@ -516,7 +547,9 @@ pub async fn drive(
 fn is_return_step(step: &Step) -> bool {
     matches!(
         step,
-        Step::DeleteExportPvc
+        Step::ForceDeleteExporterPod
+            | Step::WaitExporterPodGone { .. }
+            | Step::DeleteExportPvc
             | Step::WaitExportPvcGone
             | Step::RebindPvToUser { .. }
             | Step::WaitUserPvcBound

@@ -263,10 +263,26 @@ async fn reconcile_export(de: &DataExport, ctx: &Context) -> Result<Action> {
             ctx.metrics.set_phase(&owner.uid, None);
             return Ok(Action::await_change());
         }
-        if phase != Some(Phase::Terminating) {
+        let first = phase != Some(Phase::Terminating);
+        if first {
             write_status(ctx, &api, de, &Outcome::Terminating, &carried_facts(de)).await?;
         }
         let rest = return_all(ctx, &owner, user_pvc, source_vs).await?;
+        // A return held up by something the user must act on (a lost node) says so in the
+        // status; the change of reason also publishes one Event. Once the hold is gone the
+        // status says plainly that the return goes on.
+        let outcome = match &rest {
+            Rest::Blocked { reason, message } => Outcome::TerminatingBlocked {
+                reason,
+                message: format!("the DataExport is being deleted; {message}"),
+            },
+            _ => Outcome::Terminating,
+        };
+        // (`de` predates the write above: on the first pass a plain Terminating is already out.)
+        let already_out = first && outcome == Outcome::Terminating;
+        if !matches!(rest, Rest::Returned) && !already_out {
+            write_status(ctx, &api, de, &outcome, &carried_facts(de)).await?;
+        }
         if let Some(action) = after_return(ctx, de, rest).await? {
             return Ok(action);
         }

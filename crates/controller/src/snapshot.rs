@@ -5,6 +5,9 @@
 use svdm_api::VolumeMode;
 use svdm_api::conditions::reason;
 
+use crate::limits::Concurrency;
+use crate::node_loss::{self, ExporterPod, Verdict};
+
 /// What is needed from the user's VolumeSnapshot and its bound content.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Source {
@@ -42,6 +45,10 @@ pub struct Observed {
     /// `spec.volumeMode` of the restored PVC.
     pub restored_pvc_mode: Option<VolumeMode>,
     pub exporter_objects_exist: bool,
+    /// The exporter pod, also while it terminates.
+    pub exporter_pod: Option<ExporterPod>,
+    /// Running exports against the module's limit (only observed before anything is created).
+    pub concurrency: Concurrency,
     /// Another of our restores from the same snapshot has not finished.
     pub other_restore_pending: bool,
     /// `--snapshot-storage-class`.
@@ -73,6 +80,12 @@ pub enum Step {
         volume_mode: VolumeMode,
     },
     DeleteExporterObjects,
+    /// The exporter pod's Node object is gone: delete the pod without the kubelet's confirmation.
+    ForceDeleteExporterPod,
+    /// The exporter pod is stuck on a node that does not answer (the message says so).
+    WaitExporterPod {
+        message: String,
+    },
     DeleteRestoredPvc,
     DeleteSnapshotCopy,
     DeleteContentCopy,
@@ -92,6 +105,8 @@ impl Step {
             Step::UnprotectSource => "unprotect-snapshot",
             Step::Serve { .. } => "serve",
             Step::DeleteExporterObjects => "delete-exporter-objects",
+            Step::ForceDeleteExporterPod => "force-delete-exporter-pod",
+            Step::WaitExporterPod { .. } => "wait-exporter-pod-gone",
             Step::DeleteRestoredPvc => "delete-restored-pvc",
             Step::DeleteSnapshotCopy => "delete-snapshot-copy",
             Step::DeleteContentCopy => "delete-content-copy",
@@ -174,6 +189,17 @@ pub fn next_step(o: &Observed) -> Step {
             message: "cannot tell which StorageClass to restore the snapshot into: its source PVC is gone and no snapshot storage class is set in the module settings".into(),
         };
     };
+    // The limit is checked before anything of this export exists (the same count as PVC
+    // exports: see `limits`); an export already under way is never stopped by it.
+    if !o.content_copy
+        && !o.snapshot_copy
+        && let Some(message) = o.concurrency.blocked_message()
+    {
+        return Step::Blocked {
+            reason: reason::LIMIT_REACHED,
+            message,
+        };
+    }
     if !s.has_our_finalizer {
         return Step::ProtectSource;
     }
@@ -196,6 +222,13 @@ fn return_step(o: &Observed) -> Step {
     }
     if o.exporter_objects_exist {
         return Step::DeleteExporterObjects;
+    }
+    // The restored volume is the module's own, so nothing is handed back here; but its PVC is
+    // kept by Kubernetes while the pod exists, and the user must learn why the deletion waits.
+    match node_loss::return_verdict(o.exporter_pod.as_ref()) {
+        Verdict::ForceDelete => return Step::ForceDeleteExporterPod,
+        Verdict::WaitLostNode { message } => return Step::WaitExporterPod { message },
+        Verdict::Wait | Verdict::Proceed => {}
     }
     if o.restored_pvc.is_some() {
         return if o.restored_pvc_deleting {
@@ -258,7 +291,13 @@ mod tests {
             Step::CreateSnapshotCopy => o.snapshot_copy = true,
             Step::CreateRestoredPvc { .. } => o.restored_pvc = Some("Bound".into()),
             Step::Serve { .. } => o.exporter_objects_exist = true,
-            Step::DeleteExporterObjects => o.exporter_objects_exist = false,
+            Step::DeleteExporterObjects => {
+                o.exporter_objects_exist = false;
+                if let Some(p) = o.exporter_pod.as_mut() {
+                    p.deleting = true;
+                }
+            }
+            Step::ForceDeleteExporterPod => o.exporter_pod = None,
             Step::DeleteRestoredPvc => o.restored_pvc = None,
             Step::DeleteSnapshotCopy => o.snapshot_copy = false,
             Step::DeleteContentCopy => o.content_copy = false,
@@ -421,5 +460,70 @@ mod tests {
         assert!(matches!(next_step(&o), Step::Serve { .. }));
         o.returning = true;
         assert_eq!(next_step(&o), Step::DeleteRestoredPvc);
+    }
+
+    #[test]
+    fn the_limit_holds_a_new_export_but_never_one_under_way() {
+        let full = Concurrency { running: 2, max: 2 };
+        let mut o = observed();
+        o.concurrency = full.clone();
+        match next_step(&o) {
+            Step::Blocked { reason: r, message } => {
+                assert_eq!(r, reason::LIMIT_REACHED);
+                assert!(
+                    message.starts_with("2 exports are running, the module's limit is 2;"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        o.concurrency = Concurrency { running: 1, max: 2 };
+        assert_eq!(next_step(&o), Step::ProtectSource);
+        // Once a copy exists the export is under way (counted as soon as its PVC exists).
+        let mut o = observed();
+        o.source.as_mut().expect("s").has_our_finalizer = true;
+        o.content_copy = true;
+        o.concurrency = full.clone();
+        assert_eq!(next_step(&o), Step::CreateSnapshotCopy);
+        let mut o = observed();
+        o.restored_pvc = Some("Bound".into());
+        o.concurrency = full;
+        assert!(matches!(next_step(&o), Step::Serve { .. }));
+    }
+
+    #[test]
+    fn a_pod_on_a_lost_node_is_waited_for_until_its_node_is_deleted() {
+        use crate::node_loss::NodeState;
+        let mut o = observed();
+        run(&mut o);
+        o.returning = true;
+        o.exporter_pod = Some(ExporterPod {
+            name: "exp-1".into(),
+            uid: "u".into(),
+            node: Some("node-9".into()),
+            node_state: Some(NodeState::NotReady),
+            deleting: false,
+        });
+        assert_eq!(next_step(&o), Step::DeleteExporterObjects);
+        apply(&mut o, &Step::DeleteExporterObjects);
+        match next_step(&o) {
+            Step::WaitExporterPod { message } => {
+                assert!(message.contains("on unreachable node node-9"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        if let Some(p) = o.exporter_pod.as_mut() {
+            p.node_state = Some(NodeState::Missing);
+        }
+        assert_eq!(
+            run(&mut o),
+            [
+                "force-delete-exporter-pod",
+                "delete-restored-pvc",
+                "delete-snapshot-copy",
+                "delete-content-copy",
+                "returned"
+            ]
+        );
     }
 }

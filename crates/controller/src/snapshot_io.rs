@@ -136,7 +136,11 @@ async fn observe(
             .as_ref()
             .and_then(|sp| VolumeMode::from_k8s(sp.volume_mode.as_deref()));
     }
-    o.exporter_objects_exist = exporter::any_exists(ctx, &owner.uid).await?;
+    (o.exporter_objects_exist, o.exporter_pod) = exporter::observe(ctx, &owner.uid).await?;
+    // The limit only matters before anything of this export exists (see `snapshot::next_step`).
+    if !returning && o.restored_pvc.is_none() && !o.content_copy && !o.snapshot_copy {
+        o.concurrency = crate::pvc_io::concurrency_for(ctx, &owner.uid).await?;
+    }
     if let Some((ns, n)) = source
         && o.source.as_ref().is_some_and(|s| s.has_our_finalizer)
     {
@@ -233,6 +237,11 @@ async fn apply(
             kubeio::create_opt(&api, &pvc).await?;
         }
         Step::DeleteExporterObjects => exporter::delete_all(ctx, &owner.uid).await?,
+        Step::ForceDeleteExporterPod => {
+            if let Some(pod) = &o.exporter_pod {
+                exporter::force_delete_pod(ctx, pod).await?;
+            }
+        }
         Step::DeleteRestoredPvc => {
             let api: Api<PersistentVolumeClaim> =
                 Api::namespaced(ctx.client.clone(), names::MODULE_NAMESPACE);
@@ -247,6 +256,7 @@ async fn apply(
         Step::Blocked { .. }
         | Step::Failed { .. }
         | Step::Serve { .. }
+        | Step::WaitExporterPod { .. }
         | Step::Wait
         | Step::Returned => {}
     }
@@ -283,10 +293,13 @@ pub async fn drive(
                     volume_mode,
                 }));
             }
-            Step::Wait => {
-                exporter::reap_stuck_pod(ctx, &owner.uid).await?;
-                return Ok(SnapRest::Rest(Rest::Waiting));
+            Step::WaitExporterPod { message } => {
+                return Ok(SnapRest::Rest(Rest::Blocked {
+                    reason: svdm_api::conditions::reason::EXPORTER_FAILED,
+                    message,
+                }));
             }
+            Step::Wait => return Ok(SnapRest::Rest(Rest::Waiting)),
             Step::Returned => return Ok(SnapRest::Rest(Rest::Returned)),
             step => {
                 apply(ctx, owner, source, &o, user_vs.as_ref(), &step).await?;

@@ -27,6 +27,12 @@ pub enum Outcome {
     Expired,
     /// Deleted; data being returned.
     Terminating,
+    /// Deleted, but the return waits for something the user must know about (e.g. an exporter
+    /// pod on a lost node); the reason and message say what ends the wait.
+    TerminatingBlocked {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 /// Facts for the status besides the outcome.
@@ -92,7 +98,7 @@ fn phase_of(o: &Outcome) -> Phase {
         Outcome::Ready { .. } => Phase::Ready,
         Outcome::Failed { .. } => Phase::Failed,
         Outcome::Expired => Phase::Expired,
-        Outcome::Terminating => Phase::Terminating,
+        Outcome::Terminating | Outcome::TerminatingBlocked { .. } => Phase::Terminating,
     }
 }
 
@@ -107,9 +113,9 @@ pub fn compute(
     let mut conds = prev.map(|p| p.conditions.clone()).unwrap_or_default();
     let generation = facts.generation;
     let (ready, ready_reason, message) = match outcome {
-        Outcome::Pending { reason, message } | Outcome::Failed { reason, message } => {
-            (false, *reason, message.clone())
-        }
+        Outcome::Pending { reason, message }
+        | Outcome::Failed { reason, message }
+        | Outcome::TerminatingBlocked { reason, message } => (false, *reason, message.clone()),
         Outcome::Ready { message } => (true, reason::SERVER_READY, message.clone()),
         Outcome::Expired => (
             false,

@@ -1,4 +1,5 @@
 use super::*;
+use crate::node_loss::NodeState;
 
 type Mutation = Box<dyn Fn(&mut Observed)>;
 type PvBreakage = Box<dyn Fn(&mut Pv)>;
@@ -45,9 +46,10 @@ fn observed(intent: Intent) -> Observed {
         pv: Some(fresh_pv()),
         export_pvc: None,
         exporter_objects_exist: false,
+        exporter_pod: None,
         pods_using: vec![],
         attached: vec![],
-        limit_reached: false,
+        concurrency: Default::default(),
     }
 }
 
@@ -104,7 +106,13 @@ impl World {
                 o.pv.as_mut().expect("pv").claim_ref = Some(claim.clone());
             }
             Step::Serve => o.exporter_objects_exist = true,
-            Step::DeleteExporterObjects => o.exporter_objects_exist = false,
+            Step::DeleteExporterObjects => {
+                o.exporter_objects_exist = false;
+                if let Some(p) = o.exporter_pod.as_mut() {
+                    p.deleting = true;
+                }
+            }
+            Step::ForceDeleteExporterPod => o.exporter_pod = None,
             Step::DeleteExportPvc => o.export_pvc.as_mut().expect("export pvc").deleting = true,
             Step::RestoreReclaimPolicy { policy } => {
                 o.pv.as_mut().expect("pv").reclaim_policy = Some(policy.clone())
@@ -130,6 +138,7 @@ impl World {
                 };
             }
             Step::Blocked { .. }
+            | Step::WaitExporterPodGone { .. }
             | Step::WaitExportPvcGone
             | Step::WaitUserPvcBound
             | Step::Returned
@@ -141,8 +150,10 @@ impl World {
     /// What kube-controller-manager does between our passes.
     fn binder(&mut self) {
         let o = &mut self.o;
+        let pod_holds = o.exporter_pod.as_ref().is_some_and(|p| p.node.is_some());
         if let Some(e) = &o.export_pvc
             && e.deleting
+            && !pod_holds
         {
             o.export_pvc = None; // pvc-protection lets go once no pod uses it
         }
@@ -396,7 +407,10 @@ fn preconditions_each_block_with_their_reason() {
             Box::new(|o| o.attached = vec!["csi-123".into()]),
             reason::TARGET_IN_USE,
         ),
-        (Box::new(|o| o.limit_reached = true), reason::LIMIT_REACHED),
+        (
+            Box::new(|o| o.concurrency = crate::limits::Concurrency { running: 3, max: 3 }),
+            reason::LIMIT_REACHED,
+        ),
     ];
     for (i, (mutate, want)) in cases.into_iter().enumerate() {
         let mut o = observed(Intent::Export);
@@ -541,63 +555,71 @@ fn exhaustive_safety_properties() {
                                 for rec in records {
                                     for phase in phases {
                                         for user_present in [true, false] {
-                                            let mut o = observed(intent);
-                                            if let Some(u) = o.user_pvc.as_mut() {
-                                                u.held_by = user_holder.map(Into::into);
-                                                u.has_finalizer = user_holder.is_some();
-                                                u.phase = Some(phase.into());
-                                            }
-                                            if !user_present {
-                                                o.user_pvc = None;
-                                            }
-                                            o.exporter_objects_exist = objs;
-                                            if ex > 0 {
-                                                o.export_pvc = Some(ExportPvc {
-                                                    namespace: MODNS.into(),
-                                                    name: EXP.into(),
-                                                    uid: "e1".into(),
-                                                    phase: Some("Bound".into()),
-                                                    deleting: ex == 2,
-                                                });
-                                            }
-                                            let pv = o.pv.as_mut().expect("pv");
-                                            pv.reclaim_policy = Some(policy.into());
-                                            pv.claim_ref = match claim {
-                                                "user" => Some(user_claim()),
-                                                "export" => Some(ClaimRef {
-                                                    namespace: MODNS.into(),
-                                                    name: EXP.into(),
-                                                    uid: "e1".into(),
-                                                }),
-                                                "export-stale" => Some(ClaimRef {
-                                                    namespace: MODNS.into(),
-                                                    name: EXP.into(),
-                                                    uid: "e0".into(),
-                                                }),
-                                                "elsewhere" => Some(ClaimRef {
-                                                    namespace: "x".into(),
-                                                    name: "y".into(),
-                                                    uid: "z".into(),
-                                                }),
-                                                _ => None,
-                                            };
-                                            if let Some(owner) = pv_owner {
-                                                pv.owner_uid = Some(owner.into());
-                                                pv.exported_label = true;
-                                                if rec >= 1 {
-                                                    pv.original_reclaim_policy =
-                                                        Some("Delete".into());
-                                                    pv.original_claim_namespace =
-                                                        Some("app".into());
-                                                    pv.original_claim_name = Some("data".into());
-                                                    pv.original_claim_uid = Some(
-                                                        if rec == 1 { "user-uid" } else { "zzz" }
-                                                            .into(),
-                                                    );
+                                            for pod in pod_variants() {
+                                                let mut o = observed(intent);
+                                                o.exporter_pod = pod;
+                                                if let Some(u) = o.user_pvc.as_mut() {
+                                                    u.held_by = user_holder.map(Into::into);
+                                                    u.has_finalizer = user_holder.is_some();
+                                                    u.phase = Some(phase.into());
                                                 }
+                                                if !user_present {
+                                                    o.user_pvc = None;
+                                                }
+                                                o.exporter_objects_exist = objs;
+                                                if ex > 0 {
+                                                    o.export_pvc = Some(ExportPvc {
+                                                        namespace: MODNS.into(),
+                                                        name: EXP.into(),
+                                                        uid: "e1".into(),
+                                                        phase: Some("Bound".into()),
+                                                        deleting: ex == 2,
+                                                    });
+                                                }
+                                                let pv = o.pv.as_mut().expect("pv");
+                                                pv.reclaim_policy = Some(policy.into());
+                                                pv.claim_ref = match claim {
+                                                    "user" => Some(user_claim()),
+                                                    "export" => Some(ClaimRef {
+                                                        namespace: MODNS.into(),
+                                                        name: EXP.into(),
+                                                        uid: "e1".into(),
+                                                    }),
+                                                    "export-stale" => Some(ClaimRef {
+                                                        namespace: MODNS.into(),
+                                                        name: EXP.into(),
+                                                        uid: "e0".into(),
+                                                    }),
+                                                    "elsewhere" => Some(ClaimRef {
+                                                        namespace: "x".into(),
+                                                        name: "y".into(),
+                                                        uid: "z".into(),
+                                                    }),
+                                                    _ => None,
+                                                };
+                                                if let Some(owner) = pv_owner {
+                                                    pv.owner_uid = Some(owner.into());
+                                                    pv.exported_label = true;
+                                                    if rec >= 1 {
+                                                        pv.original_reclaim_policy =
+                                                            Some("Delete".into());
+                                                        pv.original_claim_namespace =
+                                                            Some("app".into());
+                                                        pv.original_claim_name =
+                                                            Some("data".into());
+                                                        pv.original_claim_uid = Some(
+                                                            if rec == 1 {
+                                                                "user-uid"
+                                                            } else {
+                                                                "zzz"
+                                                            }
+                                                            .into(),
+                                                        );
+                                                    }
+                                                }
+                                                check_properties(&o);
+                                                checked += 1;
                                             }
-                                            check_properties(&o);
-                                            checked += 1;
                                         }
                                     }
                                 }
@@ -608,7 +630,36 @@ fn exhaustive_safety_properties() {
             }
         }
     }
-    assert!(checked > 10_000, "{checked}");
+    assert!(checked > 50_000, "{checked}");
+}
+
+/// No pod, a pod never scheduled, and a terminating pod on a node in each state.
+fn pod_variants() -> Vec<Option<ExporterPod>> {
+    let mut v = vec![
+        None,
+        Some(ExporterPod {
+            name: EXP.into(),
+            uid: "pod-uid".into(),
+            deleting: true,
+            ..Default::default()
+        }),
+    ];
+    for state in [
+        None,
+        Some(NodeState::Ready),
+        Some(NodeState::NotReady),
+        Some(NodeState::Missing),
+        Some(NodeState::Unknown),
+    ] {
+        v.push(Some(ExporterPod {
+            name: EXP.into(),
+            uid: "pod-uid".into(),
+            node: Some("node-1".into()),
+            node_state: state,
+            deleting: true,
+        }));
+    }
+    v
 }
 
 fn check_properties(o: &Observed) {
@@ -645,6 +696,26 @@ fn check_properties(o: &Observed) {
             ctx()
         );
     }
+    let pod_may_mount = o.exporter_pod.as_ref().is_some_and(|p| p.node.is_some());
+    if pod_may_mount {
+        // Nothing is given back while a pod that may still mount the volume exists.
+        assert!(
+            !matches!(
+                step,
+                Step::RebindPvToUser { .. }
+                    | Step::RestoreReclaimPolicy { .. }
+                    | Step::UnprotectUserPvc
+                    | Step::ClearPvRecord
+                    | Step::Returned
+            ),
+            "gives back with a pod left: {}",
+            ctx()
+        );
+    }
+    if step == Step::ForceDeleteExporterPod {
+        let p = o.exporter_pod.as_ref().expect("pod");
+        assert_eq!(p.node_state, Some(NodeState::Missing), "{}", ctx());
+    }
     if let Step::RebindPvToUser { claim } = &step {
         assert_eq!(claim, &user_claim(), "{}", ctx());
         assert_eq!(pv.reclaim_policy.as_deref(), Some("Retain"), "{}", ctx());
@@ -672,6 +743,87 @@ fn check_properties(o: &Observed) {
     if step == Step::DeleteExportPvc {
         assert!(!o.exporter_objects_exist, "{}", ctx());
     }
+}
+
+fn stuck_pod(state: NodeState) -> ExporterPod {
+    ExporterPod {
+        name: EXP.into(),
+        uid: "pod-uid".into(),
+        node: Some("node-1".into()),
+        node_state: Some(state),
+        deleting: false,
+    }
+}
+
+#[test]
+fn a_pod_on_a_lost_node_holds_the_return_until_its_node_is_deleted() {
+    let mut w = World::new();
+    w.run(30);
+    w.o.intent = Intent::Return;
+    w.o.exporter_pod = Some(stuck_pod(NodeState::NotReady));
+    let steps = w.run(5);
+    assert_eq!(steps[0], Step::DeleteExporterObjects);
+    for s in &steps[1..] {
+        match s {
+            Step::WaitExporterPodGone {
+                lost_node: Some(message),
+            } => {
+                assert!(
+                    message.contains("on unreachable node node-1 to terminate"),
+                    "{message}"
+                );
+                assert!(message.contains("delete the Node if it is gone for good"));
+            }
+            other => panic!("expected a wait for the lost node, got {other:?}"),
+        }
+    }
+    // Nothing was given back meanwhile.
+    let pv = w.o.pv.as_ref().expect("pv");
+    assert_ne!(pv.claim_ref, Some(user_claim()));
+    assert_eq!(pv.reclaim_policy.as_deref(), Some("Retain"));
+    assert!(w.o.export_pvc.is_some());
+    // The Node object is deleted: the pod is force-deleted and the return completes.
+    if let Some(p) = w.o.exporter_pod.as_mut() {
+        p.node_state = Some(NodeState::Missing);
+    }
+    let names: Vec<_> = w.run(30).iter().map(Step::name).collect();
+    assert_eq!(
+        names,
+        [
+            "force-delete-exporter-pod",
+            "delete-export-pvc",
+            "rebind-pv-to-user-pvc",
+            "restore-reclaim-policy",
+            "unprotect-user-pvc",
+            "clear-pv-record",
+            "returned"
+        ]
+    );
+    w.assert_returned();
+}
+
+#[test]
+fn a_pod_terminating_on_a_healthy_node_is_waited_for_before_the_rebind() {
+    let mut w = World::new();
+    w.run(30);
+    w.o.intent = Intent::Return;
+    w.o.exporter_pod = Some(stuck_pod(NodeState::Ready));
+    assert_eq!(next_step(&w.o), Step::DeleteExporterObjects);
+    w.apply(&Step::DeleteExporterObjects);
+    // The export PVC may go (Kubernetes keeps it until the pod is gone)...
+    assert_eq!(next_step(&w.o), Step::DeleteExportPvc);
+    w.apply(&Step::DeleteExportPvc);
+    assert_eq!(next_step(&w.o), Step::WaitExportPvcGone);
+    // ...and even if it went first, the volume is not handed back while the pod exists.
+    w.o.export_pvc = None;
+    assert_eq!(
+        next_step(&w.o),
+        Step::WaitExporterPodGone { lost_node: None }
+    );
+    w.o.exporter_pod = None;
+    assert!(matches!(next_step(&w.o), Step::RebindPvToUser { .. }));
+    w.run(30);
+    w.assert_returned();
 }
 
 #[test]

@@ -127,3 +127,23 @@ fn events_only_on_transitions() {
     );
     assert_eq!(transition(Some(&ready), &ready2), None);
 }
+
+#[test]
+fn a_blocked_deletion_stays_terminating_and_warns_once() {
+    let f = facts();
+    let term = compute(None, &Outcome::Terminating, &f, at(10));
+    let blocked = Outcome::TerminatingBlocked {
+        reason: reason::EXPORTER_FAILED,
+        message: "the DataExport is being deleted; waiting for exporter pod p on unreachable node n to terminate".into(),
+    };
+    let next = compute(Some(&term), &blocked, &f, at(20));
+    assert_eq!(next.phase, Some(Phase::Terminating));
+    let ready = conditions::find(&next.conditions, conditions::READY).expect("Ready");
+    assert_eq!(ready.reason, reason::EXPORTER_FAILED);
+    assert!(ready.message.contains("unreachable node n"));
+    let (warning, r, _) = transition(Some(&term), &next).expect("an Event");
+    assert!(warning);
+    assert_eq!(r, reason::EXPORTER_FAILED);
+    let again = compute(Some(&next), &blocked, &f, at(30));
+    assert_eq!(transition(Some(&next), &again), None);
+}
