@@ -29,7 +29,7 @@ pub mod snapshot_api;
 pub mod snapshotter;
 pub mod storage;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kube::Client;
@@ -55,8 +55,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub kubeconfig: Option<PathBuf>,
     pub install_classes: bool,
-    pub exporter_image: Option<String>,
-    pub exporter_binary: Option<PathBuf>,
+    /// Images whose containers run as local processes; pods of any other image are only reported
+    /// Running.
+    pub images: Vec<ImageRun>,
     pub pod_ip_prefix: [u8; 3],
     pub service_ip_prefix: [u8; 3],
     pub hosts_file: PathBuf,
@@ -64,6 +65,78 @@ pub struct Config {
     pub taints: Vec<serde_json::Value>,
     /// Serve only StorageClasses and static PVs pinned to nodes (a private node sharing the cluster).
     pub pinned_only: bool,
+}
+
+/// What stands in for one container image: the program(s) it would contain, on the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageRun {
+    pub image: String,
+    pub program: Program,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Program {
+    /// One binary runs whatever the container's `command` names (an image with one entry point).
+    Binary(PathBuf),
+    /// The image holds several binaries: the file name of the container's `command[0]` is looked up
+    /// in this directory (`/svdm-webhook` → `<dir>/svdm-webhook`).
+    Dir(PathBuf),
+}
+
+impl ImageRun {
+    /// `IMAGE=PATH` (`--image`): a directory maps to [`Program::Dir`], anything else to
+    /// [`Program::Binary`]. Image references never contain `=`, paths may: split at the first.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let (image, path) = s
+            .split_once('=')
+            .filter(|(i, p)| !i.is_empty() && !p.is_empty())
+            .ok_or_else(|| format!("expected IMAGE=PATH, got {s:?}"))?;
+        let path = PathBuf::from(path);
+        let program = if path.is_dir() {
+            Program::Dir(path)
+        } else {
+            Program::Binary(path)
+        };
+        Ok(Self {
+            image: image.to_string(),
+            program,
+        })
+    }
+}
+
+impl Config {
+    /// The first container of `pod` that the simulator runs as a process, and the program for it.
+    /// A [`Program::Dir`] image whose container names no command, or a command whose file name is
+    /// not in the directory, is not runnable: the pod is then only reported, as for foreign images.
+    pub fn runnable_container(
+        &self,
+        pod: &k8s_openapi::api::core::v1::Pod,
+    ) -> Option<(usize, PathBuf)> {
+        let containers = &pod.spec.as_ref()?.containers;
+        containers.iter().enumerate().find_map(|(i, c)| {
+            let run = self
+                .images
+                .iter()
+                .find(|r| c.image.as_deref() == Some(r.image.as_str()))?;
+            match &run.program {
+                Program::Binary(path) => Some((i, path.clone())),
+                Program::Dir(dir) => {
+                    let name = Path::new(c.command.as_ref()?.first()?).file_name()?;
+                    let path = dir.join(name);
+                    path.is_file().then_some((i, path))
+                }
+            }
+        })
+    }
+
+    /// Whether `exe` (a process's `/proc/<pid>/exe`) is one of the programs this simulator starts:
+    /// only those are killed as leftovers of a crashed run.
+    pub fn runs_program(&self, exe: &Path) -> bool {
+        self.images.iter().any(|r| match &r.program {
+            Program::Binary(path) => std::fs::canonicalize(path).ok().as_deref() == Some(exe),
+            Program::Dir(dir) => std::fs::canonicalize(dir).ok().as_deref() == exe.parent(),
+        })
+    }
 }
 
 /// Parse `127.0.1` into octets; only loopback prefixes are accepted.
@@ -137,11 +210,6 @@ async fn shutdown_signal() {
 pub async fn run(config: Config) -> Result<()> {
     let (client, cluster) = connect(&config).await?;
     let store = storage::Store::open(&config.data_dir)?;
-    if config.exporter_image.is_some() != config.exporter_binary.is_some() {
-        return Err(Error::Unsupported(
-            "--exporter-image and --exporter-binary go together".into(),
-        ));
-    }
     let reporter = Reporter {
         controller: "svdm-kube-sim".into(),
         instance: Some(config.node_name.clone()),
@@ -210,5 +278,92 @@ mod tests {
         assert!(parse_prefix("10.0.0").is_err());
         assert!(parse_prefix("127.0").is_err());
         assert!(parse_prefix("127.0.300").is_err());
+    }
+}
+
+#[cfg(test)]
+mod image_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(images: Vec<ImageRun>) -> Config {
+        Config {
+            node_name: "n".into(),
+            data_dir: PathBuf::from("/nonexistent"),
+            kubeconfig: None,
+            install_classes: false,
+            images,
+            pod_ip_prefix: [127, 0, 1],
+            service_ip_prefix: [127, 0, 2],
+            hosts_file: PathBuf::from("/nonexistent"),
+            taints: vec![],
+            pinned_only: false,
+        }
+    }
+
+    fn pod(containers: serde_json::Value) -> k8s_openapi::api::core::v1::Pod {
+        serde_json::from_value(
+            json!({"metadata": {"name": "p"}, "spec": {"containers": containers}}),
+        )
+        .expect("valid pod")
+    }
+
+    #[test]
+    fn image_run_parses_binaries_and_directories() -> std::result::Result<(), String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let dir_arg = format!("reg/ctl@sha256:1={}", dir.path().display());
+        assert_eq!(
+            ImageRun::parse(&dir_arg)?.program,
+            Program::Dir(dir.path().to_path_buf())
+        );
+        assert_eq!(
+            ImageRun::parse("reg/exp:dev=/bin/true")?,
+            ImageRun {
+                image: "reg/exp:dev".into(),
+                program: Program::Binary("/bin/true".into())
+            }
+        );
+        assert!(ImageRun::parse("no-path").is_err());
+        assert!(ImageRun::parse("=/bin/true").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn runnable_container_resolves_the_command_in_a_directory() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("svdm-webhook"), b"")?;
+        let cfg = config(vec![
+            ImageRun {
+                image: "ctl".into(),
+                program: Program::Dir(dir.path().to_path_buf()),
+            },
+            ImageRun {
+                image: "exp".into(),
+                program: Program::Binary("/bin/exp".into()),
+            },
+        ]);
+        let webhook = pod(json!([
+            {"name": "side", "image": "other"},
+            {"name": "webhook", "image": "ctl", "command": ["/svdm-webhook"]}
+        ]));
+        assert_eq!(
+            cfg.runnable_container(&webhook),
+            Some((1, dir.path().join("svdm-webhook")))
+        );
+        // A binary the image does not hold, or no command at all: reported only, never run.
+        let missing = pod(json!([{"name": "c", "image": "ctl", "command": ["/svdm-other"]}]));
+        assert_eq!(cfg.runnable_container(&missing), None);
+        let bare = pod(json!([{"name": "c", "image": "ctl"}]));
+        assert_eq!(cfg.runnable_container(&bare), None);
+        let exporter = pod(json!([{"name": "e", "image": "exp", "command": ["/anything"]}]));
+        assert_eq!(
+            cfg.runnable_container(&exporter),
+            Some((0, PathBuf::from("/bin/exp")))
+        );
+        assert_eq!(
+            cfg.runnable_container(&pod(json!([{"name": "x", "image": "foreign"}]))),
+            None
+        );
+        Ok(())
     }
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use svdm_kube_sim::{Config, parse_prefix};
+use svdm_kube_sim::{Config, ImageRun, Program, parse_prefix};
 
 /// Simulated node, CSI storage and kube-proxy/DNS for the local control plane (dev only).
 #[derive(Parser, Debug)]
@@ -28,11 +28,16 @@ struct Cli {
     /// Binary run for exporter pods, with the container's arguments.
     #[arg(long, env = "SIM_EXPORTER_BINARY", requires = "exporter_image")]
     exporter_binary: Option<PathBuf>,
+    /// More images to run as local processes, `IMAGE=PATH` (repeatable): PATH is the binary that
+    /// stands in for the image's entry point, or a directory whose file named like the container's
+    /// `command[0]` runs (an image holding several binaries).
+    #[arg(long = "image", value_parser = ImageRun::parse)]
+    images: Vec<ImageRun>,
     /// Pods get addresses <prefix>.10-254.
-    #[arg(long, default_value = "127.0.1", value_parser = parse_prefix)]
+    #[arg(long, env = "SIM_POD_IP_PREFIX", default_value = "127.0.1", value_parser = parse_prefix)]
     pod_ip_prefix: [u8; 3],
     /// Services get addresses <prefix>.10-254.
-    #[arg(long, default_value = "127.0.2", value_parser = parse_prefix)]
+    #[arg(long, env = "SIM_SERVICE_IP_PREFIX", default_value = "127.0.2", value_parser = parse_prefix)]
     service_ip_prefix: [u8; 3],
     /// The hosts file that carries Service names.
     #[arg(long, default_value = "/etc/hosts")]
@@ -51,13 +56,19 @@ async fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,kube=warn"))
         .init();
     let cli = Cli::parse();
+    let mut images = cli.images;
+    if let (Some(image), Some(binary)) = (cli.exporter_image, cli.exporter_binary) {
+        images.push(ImageRun {
+            image,
+            program: Program::Binary(binary),
+        });
+    }
     let config = Config {
         node_name: cli.node_name,
         data_dir: cli.data_dir,
         kubeconfig: cli.kubeconfig,
         install_classes: cli.install_classes,
-        exporter_image: cli.exporter_image,
-        exporter_binary: cli.exporter_binary,
+        images,
         pod_ip_prefix: cli.pod_ip_prefix,
         service_ip_prefix: cli.service_ip_prefix,
         hosts_file: cli.hosts_file,

@@ -3,7 +3,10 @@
 //! Each Service whose selector matches a Running pod on this node gets a loopback address
 //! (`<service-ip-prefix>.N`, default `127.0.2.N`), hosts lines for `<svc>.<ns>.svc` and
 //! `<svc>.<ns>.svc.cluster.local`, and a TCP forwarder per port to the ready pods' `podIP:targetPort`.
-//! The Service's real ClusterIP is never used: this machine only talks to 127.0.0.0/8.
+//! When the cluster's service range is on loopback (e2e/testenv.sh uses 127.0.240.0/20), the same
+//! forwarders also listen on the Service's real ClusterIP, as kube-proxy does: that is what the API
+//! server dials for a webhook registered by Service reference. A ClusterIP anywhere else is never
+//! used: this machine only talks to 127.0.0.0/8.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -29,6 +32,8 @@ pub struct DesiredService {
     pub uid: String,
     pub namespace: String,
     pub name: String,
+    /// The Service's ClusterIP, when it is a loopback address this machine can serve.
+    pub cluster_ip: Option<Ipv4Addr>,
     /// Service port -> endpoints.
     pub ports: BTreeMap<u16, Vec<SocketAddr>>,
 }
@@ -105,10 +110,16 @@ pub fn desired(services: &[Arc<Service>], pods: &[Arc<Pod>]) -> Vec<DesiredServi
                 .collect();
             ports.insert(service_port, endpoints);
         }
+        let cluster_ip = spec
+            .cluster_ip
+            .as_deref()
+            .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+            .filter(Ipv4Addr::is_loopback);
         out.push(DesiredService {
             uid: svc.uid().unwrap_or_default(),
             namespace: ns,
             name: svc.name_any(),
+            cluster_ip,
             ports,
         });
     }
@@ -117,7 +128,14 @@ pub fn desired(services: &[Arc<Service>], pods: &[Arc<Pod>]) -> Vec<DesiredServi
 
 struct Listener {
     endpoints: watch::Sender<Vec<SocketAddr>>,
-    task: JoinHandle<()>,
+    /// One accept loop on the node's service address, one on the ClusterIP if it has one.
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Listener {
+    fn abort(&self) {
+        self.tasks.iter().for_each(JoinHandle::abort);
+    }
 }
 
 struct Forward {
@@ -192,7 +210,7 @@ impl Proxy {
                     "proxy: {} removed",
                     f.names.first().map(String::as_str).unwrap_or("")
                 );
-                f.listeners.values().for_each(|l| l.task.abort());
+                f.listeners.values().for_each(Listener::abort);
             }
             keep
         });
@@ -224,7 +242,7 @@ impl Proxy {
             f.listeners.retain(|port, l| {
                 let keep = d.ports.contains_key(port);
                 if !keep {
-                    l.task.abort();
+                    l.abort();
                 }
                 keep
             });
@@ -239,18 +257,22 @@ impl Proxy {
                     });
                     continue;
                 }
-                match TcpListener::bind((f.ip, port)).await {
-                    Ok(listener) => {
-                        let (tx, rx) = watch::channel(endpoints);
-                        f.listeners.insert(
-                            port,
-                            Listener {
-                                endpoints: tx,
-                                task: tokio::spawn(serve(listener, rx)),
-                            },
-                        );
+                let (tx, rx) = watch::channel(endpoints);
+                let mut tasks = Vec::new();
+                for ip in std::iter::once(f.ip).chain(d.cluster_ip) {
+                    match TcpListener::bind((ip, port)).await {
+                        Ok(listener) => tasks.push(tokio::spawn(serve(listener, rx.clone()))),
+                        Err(e) => log::warn!("proxy: cannot listen on {ip}:{port}: {e}"),
                     }
-                    Err(e) => log::warn!("proxy: cannot listen on {}:{port}: {e}", f.ip),
+                }
+                if !tasks.is_empty() {
+                    f.listeners.insert(
+                        port,
+                        Listener {
+                            endpoints: tx,
+                            tasks,
+                        },
+                    );
                 }
             }
         }
@@ -275,7 +297,7 @@ impl Proxy {
     pub async fn shutdown(&self) {
         let mut forwards = self.forwards.lock().await;
         for f in forwards.values() {
-            f.listeners.values().for_each(|l| l.task.abort());
+            f.listeners.values().for_each(Listener::abort);
         }
         forwards.clear();
         self.write_hosts(&[]).await;
@@ -355,7 +377,8 @@ mod tests {
         let services = vec![
             svc(
                 json!({"metadata": {"name": "exp", "namespace": "ns", "uid": "s1"},
-                       "spec": {"selector": {"app": "exp"}, "ports": [{"port": 443, "targetPort": "https"}]}}),
+                       "spec": {"selector": {"app": "exp"}, "clusterIP": "127.0.240.7",
+                                "ports": [{"port": 443, "targetPort": "https"}]}}),
             ),
             svc(
                 json!({"metadata": {"name": "other", "namespace": "ns", "uid": "s2"},
@@ -374,10 +397,21 @@ mod tests {
         let d = desired(&services, &pods);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].name, "exp");
+        assert_eq!(d[0].cluster_ip, Some(Ipv4Addr::new(127, 0, 240, 7)));
         let eps = d[0].ports.get(&443).cloned().unwrap_or_default();
         assert_eq!(
             eps,
             vec!["127.0.1.10:8443".parse::<SocketAddr>().expect("addr")]
         );
+    }
+
+    #[test]
+    fn cluster_ips_off_loopback_are_never_served() {
+        let services = vec![svc(
+            json!({"metadata": {"name": "exp", "namespace": "ns", "uid": "s1"},
+                   "spec": {"selector": {"app": "exp"}, "clusterIP": "10.0.0.7", "ports": [{"port": 443}]}}),
+        )];
+        let d = desired(&services, &[pod("a", "127.0.1.10", true)]);
+        assert_eq!(d[0].cluster_ip, None);
     }
 }

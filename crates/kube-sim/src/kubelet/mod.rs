@@ -1,7 +1,8 @@
 //! The kubelet stand-in for pods bound to this node.
 //!
-//! - Pods whose container image is `--exporter-image` run the real exporter binary as a local process
-//!   (see [`worker`]); everything else is reported Running/Ready and held so until deleted.
+//! - Pods with a container whose image the simulator runs (`--exporter-image`, `--image`) run that
+//!   container's program as a local process (see [`worker`]); everything else is reported
+//!   Running/Ready and held so until deleted.
 //! - Every pod gets an address from a loopback pool (`<pod-ip-prefix>.N`, default `127.0.1.N`); the exporter
 //!   binds it itself (all of 127.0.0.0/8 is local on Linux).
 //! - Deletion: stop the process (SIGTERM, grace period, SIGKILL), then delete the pod with grace 0, the
@@ -159,16 +160,6 @@ pub fn pod_status(
     })
 }
 
-/// The index of the container that runs the exporter, if this is an exporter pod.
-pub fn exporter_container(pod: &Pod, image: Option<&str>) -> Option<usize> {
-    let image = image?;
-    pod.spec
-        .as_ref()?
-        .containers
-        .iter()
-        .position(|c| c.image.as_deref() == Some(image))
-}
-
 fn is_ready(pod: &Pod) -> bool {
     let status = pod.status.as_ref();
     let ready = status
@@ -245,9 +236,7 @@ impl Kubelet {
         for entry in std::fs::read_dir(&pods_dir).into_iter().flatten().flatten() {
             let uid = entry.file_name().to_string_lossy().into_owned();
             if !live.contains(&uid) && !self.workers.lock().await.contains_key(&uid) {
-                if let Some(program) = &self.sim.config.exporter_binary {
-                    worker::kill_leftover(&entry.path(), program);
-                }
+                worker::kill_leftover(&entry.path(), &self.sim.config);
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
@@ -292,9 +281,7 @@ async fn reconcile(pod: Arc<Pod>, k: Arc<Kubelet>) -> Result<Action> {
         }
         k.ips.release(&uid);
         let dir = sim.store.root().join("pods").join(&uid);
-        if let Some(program) = &sim.config.exporter_binary {
-            worker::kill_leftover(&dir, program);
-        }
+        worker::kill_leftover(&dir, &sim.config);
         let _ = std::fs::remove_dir_all(dir);
         return Ok(Action::await_change());
     }
@@ -309,7 +296,7 @@ async fn reconcile(pod: Arc<Pod>, k: Arc<Kubelet>) -> Result<Action> {
     let current_ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
     let ip = k.ips.allocate(&uid, current_ip.as_deref())?.to_string();
 
-    if let Some(index) = exporter_container(&pod, sim.config.exporter_image.as_deref()) {
+    if let Some((index, program)) = sim.config.runnable_container(&pod) {
         let mut workers = k.workers.lock().await;
         if let std::collections::hash_map::Entry::Vacant(slot) = workers.entry(uid) {
             let (stop, stop_rx) = oneshot::channel();
@@ -325,6 +312,7 @@ async fn reconcile(pod: Arc<Pod>, k: Arc<Kubelet>) -> Result<Action> {
                 .unwrap_or_default();
             let args = worker::Args {
                 sim: sim.clone(),
+                program,
                 pod: pod_with_ip,
                 container,
                 ip,
@@ -457,7 +445,5 @@ mod tests {
             .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
             .cloned();
         assert_eq!(ready.map(|r| r["status"].clone()), Some(json!("False")));
-        assert_eq!(exporter_container(&pod, Some("y")), Some(1));
-        assert_eq!(exporter_container(&pod, None), None);
     }
 }

@@ -31,6 +31,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 pub struct Args {
     pub sim: Arc<Sim>,
+    /// The host program that stands in for the container's entry point.
+    pub program: PathBuf,
     pub pod: Pod,
     pub container: Container,
     pub ip: String,
@@ -151,10 +153,7 @@ async fn prepare(a: &Args, sources: &Sources) -> Result<Prepared> {
     let dir = pod_dir(sim, pod);
     let kubelet_dir = dir.join("kubelet");
     std::fs::create_dir_all(&kubelet_dir).map_err(io_err("create", &kubelet_dir))?;
-    let program =
-        sim.config.exporter_binary.clone().ok_or_else(|| {
-            Error::Unsupported("the simulator runs without --exporter-binary".into())
-        })?;
+    let program = a.program.clone();
 
     let token = request_token(sim, pod).await?;
     let token_file = kubelet_dir.join("token");
@@ -254,17 +253,18 @@ fn clear_pid(cwd: &Path) {
 }
 
 /// Kill a process group a previous simulator run left behind (it died without stopping its pods): the
-/// recorded pid, if it still runs `program`.
-pub(super) fn kill_leftover(cwd: &Path, program: &Path) {
+/// recorded pid, if it still runs one of the programs this simulator starts.
+pub(super) fn kill_leftover(cwd: &Path, config: &crate::Config) {
     let Ok(pid) = std::fs::read_to_string(cwd.join("kubelet").join("pid")) else {
         return;
     };
     let Ok(pid) = pid.trim().parse::<i32>() else {
         return;
     };
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
-    let program = std::fs::canonicalize(program).ok();
-    if exe.is_some() && exe == program {
+    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+        return;
+    };
+    if config.runs_program(&exe) {
         log::info!("killing process {pid} left over from a previous run");
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
     }
@@ -374,7 +374,7 @@ pub async fn run(a: Args, mut stop: oneshot::Receiver<Duration>) {
     let mut last_state: Option<Value> = None;
     let mut backoff = BACKOFF_START;
 
-    kill_leftover(&cwd, &prepared.program);
+    kill_leftover(&cwd, &a.sim.config);
     loop {
         let started_at = Timestamp::now().to_string();
         let mut child = match spawn(&prepared, &cwd) {
