@@ -29,7 +29,7 @@ user_token=$(awk -F': ' '/token:/{print $2}' "$TESTENV_KUBECONFIG_EDITOR")
 work=$TESTENV_DIR/demo
 mkdir -p "$work"
 
-if ! "${admin[@]}" get node sim-node-1 >/dev/null 2>&1; then
+if ! "${admin[@]}" get node "${SIM_NODE_NAME:-sim-node-1}" >/dev/null 2>&1; then
   missing+=("simulated node (crates/kube-sim)")
   say "MISSING: ${missing[*]}; stopping here"
   exit 1
@@ -70,8 +70,11 @@ head -c 33554432 /dev/urandom | dd of="$dev" bs=1M conv=fsync status=none
 echo "  files volume: $dir"
 echo "  disk volume:  $dev"
 
-if ! "${admin[@]}" -n "$SVDM_MODULE_NAMESPACE" get pods >/dev/null 2>&1 || [ ! -f "$SVDM_STACK_DIR/controller.pid" ]; then
-  missing+=("controller (crates/controller)")
+# The controller runs either from the rendered chart (e2e/module.sh) or as a stack process.
+available=$("${admin[@]}" -n "$SVDM_MODULE_NAMESPACE" get deploy controller \
+  -o jsonpath='{.status.availableReplicas}' 2>/dev/null || true)
+if [ "${available:-0}" -lt 1 ] && [ ! -f "$SVDM_STACK_DIR/controller.pid" ]; then
+  missing+=("controller (e2e/module.sh up, or e2e/stack.sh up controller)")
 fi
 if ! "${admin[@]}" get volumesnapshotclass svdm-sim >/dev/null 2>&1; then
   missing+=("VolumeSnapshotClass svdm-sim (simulated node's CSI driver)")

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# `make demo`: a real local control plane, the module's components, a Filesystem and a Block
-# volume exported by a normal user and downloaded with that user's token, checksums verified.
+# `make demo`: a real local control plane; the module enabled by a ModuleConfig, its chart rendered
+# by helm after its hooks ran (e2e/module.sh), its controller and webhook running from that chart;
+# a Filesystem and a Block volume and a VolumeSnapshot exported by a normal user and downloaded with
+# that user's token, checksums verified, volumes returned.
 # KEEP=1 leaves everything running and prints how to explore it.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,8 +30,11 @@ e2e/testenv.sh up
 # shellcheck source=/dev/null
 . "$TESTENV_DIR/env"
 
-say "start the simulated node and the module's components"
-e2e/stack.sh up
+say "start the simulated node (kubelet, CSI storage, kube-proxy stand-ins)"
+e2e/stack.sh up sim
+
+say "enable the module with a ModuleConfig: settings validated, hooks run, chart rendered and applied"
+e2e/module.sh up
 
 # With KEEP=1 the exports stay up for exploration; otherwise the flow also checks the return.
 RETURN_CHECK=$([ "$KEEP" = 1 ] && echo 0 || echo 1) e2e/demo-flow.sh

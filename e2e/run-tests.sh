@@ -6,8 +6,11 @@
 #  3. cargo test --workspace: unit and integration tests; tests that need the cluster take a
 #     namespace of their own and start the component they test themselves (controller, webhook,
 #     exporter) so they never share one with another test
-#  4. end to end: the module's controller and webhook join the stack and the demo's user flow runs
-#     (export a Filesystem and a Block PVC, download with a user's token, checksums, return)
+#  4. end to end: a ModuleConfig enables the module (settings validated, hooks run through the
+#     batch-hook protocol, chart rendered by helm and applied; controller and webhook run from it
+#     with the chart's RBAC), the demo's user flow runs (export a Filesystem and a Block PVC and a
+#     VolumeSnapshot, download with a user's token, checksums, return), then the module is
+#     uninstalled and its module-disabled hooks run
 #  5. the rendered chart and the hooks against the API server (server-side dry run, hook protocol)
 #  6. the hooks' disable/migration suite, on a private control plane of its own
 set -euo pipefail
@@ -43,9 +46,10 @@ e2e/stack.sh up sim
 step "cargo test (unit, integration, cluster)"
 cargo test --workspace --no-fail-fast
 
-step "end to end: controller and webhook in the stack, the demo's user flow"
-e2e/stack.sh up controller webhook
+step "end to end: the module enabled by a ModuleConfig, the demo's user flow, the module disabled"
+e2e/module.sh up
 e2e/demo-flow.sh
+e2e/module.sh down
 
 step "rendered chart and hooks against the API server"
 hack/module-dry-run.sh

@@ -138,13 +138,20 @@ EOF
   elif [ -x "$target/svdm-kube-sim" ]; then
     if ! is_running kube-sim svdm-kube-sim; then
       # The node runs with admin credentials, as a stand-in for kubelet + CSI driver + kube-proxy.
+      # Images it runs as local processes: the tests' exporter image, and the module's images as the
+      # chart names them (e2e/module.sh): the controller image holds both the controller and the
+      # webhook binary, picked by the container's command.
+      # shellcheck source=e2e/module/images.env
+      . "$repo/e2e/module/images.env"
       KUBECONFIG=$TESTENV_KUBECONFIG RUST_LOG=${SIM_LOG:-info} "$target/svdm-kube-sim" \
         --kubeconfig "$TESTENV_KUBECONFIG" --data-dir "$stack/kube-sim" \
         --exporter-image "$EXPORTER_IMAGE" --exporter-binary "$target/svdm-exporter" \
+        --image "$SVDM_MODULE_REGISTRY@$SVDM_CONTROLLER_DIGEST=$target" \
+        --image "$SVDM_MODULE_REGISTRY@$SVDM_EXPORTER_DIGEST=$target/svdm-exporter" \
         > "$stack/kube-sim.log" 2>&1 &
       echo $! > "$stack/kube-sim.pid"
     fi
-    wait_for "simulated node" 60 "${k[@]}" wait --for condition=Ready --timeout 1s node/sim-node-1
+    wait_for "simulated node" 60 "${k[@]}" wait --for condition=Ready --timeout 1s "node/${SIM_NODE_NAME:-sim-node-1}"
   else
     log "MISSING: svdm-kube-sim is not built; no node, no storage"
   fi

@@ -11,7 +11,8 @@
 # State lives in $TESTENV_DIR (default: <repo>/.run/testenv). After `up`, "$TESTENV_DIR/env" holds
 # `export` lines for the tests:
 #   TESTENV_KUBECONFIG          admin (group system:masters)
-#   TESTENV_KUBECONFIG_EDITOR   user test-editor: ClusterRole edit in namespace $TESTENV_EDITOR_NAMESPACE
+#   TESTENV_KUBECONFIG_EDITOR   user test-editor: ClusterRole edit (with VolumeSnapshots) in namespace
+#                               $TESTENV_EDITOR_NAMESPACE
 #   TESTENV_KUBECONFIG_NOBODY   user test-nobody: no rights at all
 #   TESTENV_CA / TESTENV_CA_KEY the cluster CA (it signs the apiserver and client certificates)
 #   TESTENV_API_URL, TESTENV_BIN (kubectl of the same release), TESTENV_DIR
@@ -163,7 +164,10 @@ up() {
   wait_for etcd 60 curl -fsS "http://127.0.0.1:$etcd_port/health"
 
   # --endpoint-reconciler-type=none: a loopback advertise address may not go into Endpoints.
-  # The service range is only bookkeeping: nothing here ever dials a ClusterIP.
+  # The service range is on loopback (127.0.240.0/20, 4094 Services: enough for the 300-export
+  # scale run): the simulated node's kube-proxy stand-in listens on each ClusterIP it serves, so
+  # the API server reaches a webhook registered by Service reference the way it does in a cluster.
+  # Nothing here ever dials an address off this machine.
   start kube-apiserver "$kube_bin/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
@@ -174,7 +178,7 @@ up() {
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
     --api-audiences https://kubernetes.default.svc.cluster.local \
-    --service-cluster-ip-range 10.0.0.0/24 \
+    --service-cluster-ip-range "${TESTENV_SERVICE_CIDR:-127.0.240.0/20}" \
     --allow-privileged=true --profiling=false --enable-priority-and-fairness=false --v=1
   wait_for kube-apiserver 120 curl -fsS --cacert "$pki/ca.crt" -H "Authorization: Bearer $admin_token" \
     "https://127.0.0.1:$api_port/readyz"
@@ -220,6 +224,19 @@ up() {
   wait_for "kube-controller-manager" 60 "${kubectl[@]}" get serviceaccount default -n default
   "${kubectl[@]}" create namespace "$EDITOR_NS" >/dev/null
   "${kubectl[@]}" create rolebinding test-editor-edit -n "$EDITOR_NS" --clusterrole edit --user test-editor >/dev/null
+  # Editors manage VolumeSnapshots in their namespaces, as a Deckhouse cluster grants them through
+  # its snapshot-controller module's roles (upstream ships no such role); aggregated into `edit`.
+  "${kubectl[@]}" apply --server-side -f - >/dev/null <<'EOF'
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: testenv:volumesnapshots:edit
+  labels: {rbac.authorization.k8s.io/aggregate-to-edit: "true"}
+rules:
+- apiGroups: [snapshot.storage.k8s.io]
+  resources: [volumesnapshots]
+  verbs: [get, list, watch, create, update, patch, delete]
+EOF
 
   cat > "$TESTENV_DIR/env" <<EOF
 export TESTENV_DIR=$TESTENV_DIR
