@@ -9,9 +9,17 @@
 # starts its own (e2e/testenv.sh with a private TESTENV_DIR) unless HOOKS_TESTENV_DIR names one that
 # is already running and private. Scenarios, each set up exactly as the controller (or the earlier Go
 # implementation) leaves the cluster mid-export, with the real PV binder of kube-controller-manager:
-#   1. afterDeleteHelm with an export in flight: the user PVC must end Bound to its PV, the original
-#      reclaim policy restored, no svdm label, annotation or finalizer left, export PVC gone, the
-#      DataExport's finalizer released.
+#   1. afterDeleteHelm with an export in flight (export PVC, exporter Pod, Service, Secret, Lease):
+#      right after the one run the PV's claimRef names the user PVC (uid) and carries the original
+#      reclaim policy with no svdm label, annotation or finalizer left on PV or PVC (no waiting for
+#      the binder); then the user PVC ends Bound to its PV, the exporter objects and export PVC are
+#      gone and the DataExport's finalizer is released.
+#   3. afterDeleteHelm with a VolumeSnapshot export in flight (user snapshot protected by our
+#      finalizer, copied VolumeSnapshotContent and VolumeSnapshot, restored PVC, exporter objects),
+#      with the real snapshot-controller: every module-namespace object and the copied content are
+#      gone, the user's VolumeSnapshot and content are intact (not deleting, same content, deletion
+#      policy unchanged) and unprotected, the DataExport's finalizer released.
+#   4. afterDeleteHelm again: the second run succeeds and changes nothing.
 #   2. beforeHelm with a legacy export in flight: the same for the legacy names, the legacy-expired
 #      DataExport marked Expired; a second run writes the marker; a third does nothing.
 set -euo pipefail
@@ -25,7 +33,10 @@ if [[ ! -f "${TESTENV_DIR}/env" ]]; then
   e2e/testenv.sh up >&2
   started=1
 fi
+SIM_PID=""
 cleanup() {
+  if [[ -n "${SIM_PID}" ]]; then kill "${SIM_PID}" 2>/dev/null || true; wait "${SIM_PID}" 2>/dev/null || true; fi
+  if [[ -n "${WORK:-}" ]]; then rm -rf "${WORK}"; fi
   if [[ "${started}" == "1" && "${HOOKS_E2E_KEEP:-0}" != "1" ]]; then
     e2e/testenv.sh down >&2 || true
   fi
@@ -75,6 +86,36 @@ PY
 }
 
 "${K[@]}" apply --server-side -f crds/dataexports.yaml >/dev/null
+
+# The storage is simulated by whoever uses the testenv. The snapshot-controller leaves a deleted
+# VolumeSnapshotContent's finalizer to the CSI driver's csi-snapshotter sidecar, which (for
+# deletionPolicy Delete) deletes the storage snapshot first. This stands in for that sidecar for the
+# driver the scenarios use, and records every storage snapshot it deletes: the user's must never be.
+SNAP_DRIVER=hooks-e2e.csi.example
+DELETED_SNAPSHOTS="${WORK}/deleted-storage-snapshots"
+: >"${DELETED_SNAPSHOTS}"
+sim_snapshotter() {
+  while :; do
+    "${K[@]}" get volumesnapshotcontents -o json 2>/dev/null | python3 -c '
+import json, sys
+for c in json.load(sys.stdin)["items"]:
+    m, s = c["metadata"], c["spec"]
+    if s.get("driver") != sys.argv[1] or not m.get("deletionTimestamp"):
+        continue
+    unbound = not (s.get("volumeSnapshotRef") or {}).get("uid")
+    if not unbound and "snapshot.storage.kubernetes.io/volumesnapshot-being-deleted" not in (m.get("annotations") or {}):
+        continue
+    fins = [f for f in (m.get("finalizers") or []) if f != "snapshot.storage.kubernetes.io/volumesnapshotcontent-bound-protection"]
+    print(m["name"], s.get("deletionPolicy"), (s.get("source") or {}).get("snapshotHandle", "-"), json.dumps({"metadata": {"finalizers": fins}}, separators=(",", ":")))
+' "${SNAP_DRIVER}" | while read -r name policy handle patch; do
+      if [[ "${policy}" == "Delete" ]]; then echo "${handle}" >>"${DELETED_SNAPSHOTS}"; fi
+      "${K[@]}" patch volumesnapshotcontent "${name}" --type merge -p "${patch}" >/dev/null 2>&1 || true
+    done
+    sleep 0.5
+  done
+}
+sim_snapshotter &
+SIM_PID=$!
 "${K[@]}" create namespace "${NS}" --dry-run=client -o yaml | "${K[@]}" apply -f - >/dev/null
 
 # A PV bound to a user PVC by the real binder, then handed over (`prefix` = svdm or legacy).
@@ -144,6 +185,60 @@ no_marks() { # ns pvc pv pattern
     ! jp -n "$1" pvc "$2" -o json | python3 -c "import json,sys; o=json.load(sys.stdin)['metadata']; sys.exit(0 if any('$4' in k for k in list((o.get('labels') or {}))+list((o.get('annotations') or {}))+(o.get('finalizers') or [])) else 1)"
 }
 gone() { ! jp "$@" >/dev/null 2>&1; }
+# The controller's object name for a DataExport uid (crates/controller objects::object_name).
+object_name() { printf 'exp-%s' "$(printf '%s' "$1" | sha256sum | cut -c1-12)"; }
+# Exporter objects as the controller labels them in the module namespace.
+make_exporter_objects() { # name dataexport-uid [pvc]
+  local name=$1 uid=$2 pvc=${3:-}
+  "${K[@]}" apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Service
+metadata:
+  name: ${name}
+  namespace: ${NS}
+  labels: {svdm.storage.deckhouse.io/managed: "true", svdm.storage.deckhouse.io/dataexport-uid: "${uid}"}
+spec:
+  ports: [{port: 443, targetPort: 8443}]
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: ${name}
+  namespace: ${NS}
+  labels: {svdm.storage.deckhouse.io/managed: "true", svdm.storage.deckhouse.io/dataexport-uid: "${uid}"}
+stringData: {tls.crt: x, tls.key: x}
+---
+apiVersion: coordination.k8s.io/v1
+kind: Lease
+metadata:
+  name: ${name}
+  namespace: ${NS}
+  labels: {svdm.storage.deckhouse.io/managed: "true", svdm.storage.deckhouse.io/dataexport-uid: "${uid}"}
+spec: {holderIdentity: exporter}
+YAML
+  if [[ -n "${pvc}" ]]; then
+    # No node runs here: the pod stays Pending, but it holds the export PVC's pvc-protection.
+    wait_for 60 jp -n "${NS}" serviceaccount default >/dev/null
+    "${K[@]}" apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata:
+  name: ${name}
+  namespace: ${NS}
+  labels: {svdm.storage.deckhouse.io/managed: "true", svdm.storage.deckhouse.io/dataexport-uid: "${uid}"}
+spec:
+  automountServiceAccountToken: false
+  containers: [{name: exporter, image: registry.invalid/exporter, volumeMounts: [{name: data, mountPath: /data, readOnly: true}]}]
+  volumes: [{name: data, persistentVolumeClaim: {claimName: ${pvc}, readOnly: true}}]
+YAML
+  fi
+}
+exporter_gone() { # name
+  gone -n "${NS}" pod "$1" && gone -n "${NS}" service "$1" && gone -n "${NS}" secret "$1" && gone -n "${NS}" lease "$1"
+}
+svdm_keys() { # kubectl-get-args...: prints svdm labels, annotations and finalizers of the object
+  jp "$@" -o json | python3 -c "import json,sys; o=json.load(sys.stdin)['metadata']; print(' '.join(k for k in list((o.get('labels') or {}))+list((o.get('annotations') or {}))+(o.get('finalizers') or []) if 'svdm.storage.deckhouse.io' in k))"
+}
 
 echo "== scenario 1: module disabled with an export in flight" >&2
 make_bound_pv hooks-a data pv-hooks-a
@@ -153,6 +248,7 @@ UID_A=$(hand_over hooks-a data pv-hooks-a exp-hooks-a \
   svdm.storage.deckhouse.io/export-protection \
   '{"svdm.storage.deckhouse.io/dataexport-uid":"de-a"}' \
   '{"svdm.storage.deckhouse.io/managed":"true","svdm.storage.deckhouse.io/dataexport-uid":"de-a"}')
+make_exporter_objects exp-hooks-a de-a exp-hooks-a
 "${K[@]}" apply -f - >/dev/null <<'YAML'
 apiVersion: storage.deckhouse.io/v1alpha1
 kind: DataExport
@@ -163,12 +259,125 @@ metadata:
 spec:
   targetRef: {kind: PersistentVolumeClaim, name: data}
 YAML
+
+echo "== scenario 3: module disabled with a VolumeSnapshot export in flight" >&2
+"${K[@]}" create namespace hooks-s --dry-run=client -o yaml | "${K[@]}" apply -f - >/dev/null
+# The user's snapshot as a CSI snapshot leaves it: content with deletionPolicy Delete (deleting it
+# would delete the data), bound to the VolumeSnapshot by the real snapshot-controller.
+"${K[@]}" apply -f - >/dev/null <<'YAML'
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshotContent
+metadata:
+  name: hooks-s-user-content
+spec:
+  deletionPolicy: Delete
+  driver: hooks-e2e.csi.example
+  source: {snapshotHandle: user-snap-handle}
+  sourceVolumeMode: Filesystem
+  volumeSnapshotRef: {apiVersion: snapshot.storage.k8s.io/v1, kind: VolumeSnapshot, namespace: hooks-s, name: nightly}
+---
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshot
+metadata:
+  name: nightly
+  namespace: hooks-s
+spec:
+  source: {volumeSnapshotContentName: hooks-s-user-content}
+---
+apiVersion: storage.deckhouse.io/v1alpha1
+kind: DataExport
+metadata:
+  name: snap-export
+  namespace: hooks-s
+  finalizers: [svdm.storage.deckhouse.io/cleanup]
+spec:
+  targetRef: {kind: VolumeSnapshot, group: snapshot.storage.k8s.io, name: nightly}
+YAML
+check "user snapshot bound by the snapshot-controller" wait_for 60 bash -c "[[ \$('${K[0]}' --kubeconfig '${TESTENV_KUBECONFIG}' -n hooks-s get volumesnapshot nightly -o jsonpath='{.status.boundVolumeSnapshotContentName}') == hooks-s-user-content ]]"
+USER_VS_UID=$(jp -n hooks-s volumesnapshot nightly -o jsonpath='{.metadata.uid}')
+# ProtectSource: our finalizer on the user's snapshot (the controller's merge of the whole list).
+fins=$(jp -n hooks-s volumesnapshot nightly -o json | python3 -c "import json,sys; f=json.load(sys.stdin)['metadata'].get('finalizers') or []; print(json.dumps(f+['svdm.storage.deckhouse.io/restore-protection']))")
+"${K[@]}" -n hooks-s patch volumesnapshot nightly --type merge -p "{\"metadata\":{\"finalizers\":${fins}}}" >/dev/null
+DE_S=$(jp -n hooks-s dataexport snap-export -o jsonpath='{.metadata.uid}')
+SN=$(object_name "${DE_S}")
+OWNER_S="{svdm.storage.deckhouse.io/dataexport-namespace: hooks-s, svdm.storage.deckhouse.io/dataexport-name: snap-export, svdm.storage.deckhouse.io/dataexport-uid: \"${DE_S}\"}"
+LABELS_S="{svdm.storage.deckhouse.io/managed: \"true\", svdm.storage.deckhouse.io/dataexport-uid: \"${DE_S}\"}"
+# CreateContentCopy, CreateSnapshotCopy, CreateRestoredPvc as crates/controller objects.rs makes them.
+"${K[@]}" apply -f - >/dev/null <<YAML
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshotContent
+metadata:
+  name: svdm-${SN}
+  labels: ${LABELS_S}
+  annotations: ${OWNER_S}
+spec:
+  deletionPolicy: Retain
+  driver: hooks-e2e.csi.example
+  source: {snapshotHandle: user-snap-handle}
+  sourceVolumeMode: Filesystem
+  volumeSnapshotRef: {apiVersion: snapshot.storage.k8s.io/v1, kind: VolumeSnapshot, namespace: ${NS}, name: ${SN}}
+---
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshot
+metadata:
+  name: ${SN}
+  namespace: ${NS}
+  labels: ${LABELS_S}
+  annotations: {svdm.storage.deckhouse.io/dataexport-namespace: hooks-s, svdm.storage.deckhouse.io/dataexport-name: snap-export, svdm.storage.deckhouse.io/dataexport-uid: "${DE_S}", svdm.storage.deckhouse.io/source-snapshot: hooks-s/nightly}
+spec:
+  source: {volumeSnapshotContentName: svdm-${SN}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: ${SN}
+  namespace: ${NS}
+  labels: ${LABELS_S}
+  annotations: {svdm.storage.deckhouse.io/dataexport-namespace: hooks-s, svdm.storage.deckhouse.io/dataexport-name: snap-export, svdm.storage.deckhouse.io/dataexport-uid: "${DE_S}", svdm.storage.deckhouse.io/source-snapshot: hooks-s/nightly}
+spec:
+  accessModes: [ReadWriteOncePod]
+  volumeMode: Filesystem
+  storageClassName: hooks-e2e-restore
+  dataSource: {apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: ${SN}}
+  resources: {requests: {storage: 1Gi}}
+YAML
+make_exporter_objects "${SN}" "${DE_S}"
+check "snapshot copy bound to its content copy" wait_for 60 bash -c "[[ \$('${K[0]}' --kubeconfig '${TESTENV_KUBECONFIG}' -n ${NS} get volumesnapshot ${SN} -o jsonpath='{.status.boundVolumeSnapshotContentName}') == svdm-${SN} ]]"
+
+echo "== module disabled: one afterDeleteHelm run" >&2
 run_hooks afterDeleteHelm
+# Right after the run, before the binder or anything else had to act: the return is complete.
+check "in one run: PV claimRef names the user PVC with its uid" test "$(jp pv pv-hooks-a -o jsonpath='{.spec.claimRef.namespace}/{.spec.claimRef.name}/{.spec.claimRef.uid}')" == "hooks-a/data/${UID_A}"
+check "in one run: reclaim policy Delete restored" test "$(jp pv pv-hooks-a -o jsonpath='{.spec.persistentVolumeReclaimPolicy}')" == Delete
+check "in one run: no svdm key on the PV" test -z "$(svdm_keys pv pv-hooks-a)"
+check "in one run: no svdm key or finalizer on the user PVC" test -z "$(svdm_keys -n hooks-a pvc data)"
+check "in one run: no svdm finalizer on the user's VolumeSnapshot" test -z "$(svdm_keys -n hooks-s volumesnapshot nightly)"
 check "user PVC Bound to its PV again, reclaim policy Delete restored" wait_for 60 returned hooks-a data pv-hooks-a Delete
 check "same PVC object (uid kept)" test "$(jp -n hooks-a pvc data -o jsonpath='{.metadata.uid}')" == "${UID_A}"
 check "no svdm label, annotation or finalizer left" no_marks hooks-a data pv-hooks-a svdm.storage.deckhouse.io
 check "export PVC deleted" wait_for 30 gone -n "${NS}" pvc exp-hooks-a
+check "exporter Pod, Service, Secret, Lease deleted" wait_for 30 exporter_gone exp-hooks-a
 check "DataExport finalizer released" test -z "$(jp -n hooks-a dataexport backup -o jsonpath='{.metadata.finalizers}')"
+check "snapshot: restored PVC deleted" wait_for 30 gone -n "${NS}" pvc "${SN}"
+check "snapshot: copied VolumeSnapshot deleted" wait_for 30 gone -n "${NS}" volumesnapshot "${SN}"
+check "snapshot: copied VolumeSnapshotContent deleted" wait_for 30 gone volumesnapshotcontent "svdm-${SN}"
+check "snapshot: exporter Service, Secret, Lease deleted" wait_for 30 exporter_gone "${SN}"
+check "snapshot: DataExport finalizer released" test -z "$(jp -n hooks-s dataexport snap-export -o jsonpath='{.metadata.finalizers}')"
+user_snapshot_intact() {
+  [[ $(jp -n hooks-s volumesnapshot nightly -o jsonpath='{.metadata.uid}|{.metadata.deletionTimestamp}|{.status.boundVolumeSnapshotContentName}') == "${USER_VS_UID}||hooks-s-user-content" ]] &&
+    [[ $(jp volumesnapshotcontent hooks-s-user-content -o jsonpath='{.metadata.deletionTimestamp}|{.spec.deletionPolicy}|{.spec.source.snapshotHandle}') == "|Delete|user-snap-handle" ]] &&
+    [[ -z "$(svdm_keys -n hooks-s volumesnapshot nightly)" && -z "$(svdm_keys volumesnapshotcontent hooks-s-user-content)" ]]
+}
+check "snapshot: the user's VolumeSnapshot and content intact and unprotected" user_snapshot_intact
+check "snapshot: no storage snapshot deleted" test ! -s "${DELETED_SNAPSHOTS}"
+
+echo "== scenario 4: afterDeleteHelm again (idempotent)" >&2
+check "second run succeeds" run_hooks afterDeleteHelm
+check "second run: user PVC still Bound, reclaim policy Delete" returned hooks-a data pv-hooks-a Delete
+check "second run: still no svdm key" no_marks hooks-a data pv-hooks-a svdm.storage.deckhouse.io
+check "second run: user's snapshot still intact" user_snapshot_intact
+check "second run: no storage snapshot deleted" test ! -s "${DELETED_SNAPSHOTS}"
+check "second run: nothing left in the module namespace" test -z "$(jp -n "${NS}" pod,pvc,service,lease,volumesnapshot -l svdm.storage.deckhouse.io/managed=true -o name)$(jp secret -n "${NS}" -l svdm.storage.deckhouse.io/managed=true -o name)$(jp volumesnapshotcontent -l svdm.storage.deckhouse.io/managed=true -o name)"
 
 echo "== scenario 2: upgrade from the earlier implementation with a legacy export in flight" >&2
 make_bound_pv hooks-b db pv-hooks-b
@@ -214,7 +423,6 @@ check "a clean run writes the marker" test "$(jp -n "${NS}" configmap svdm-migra
 run_hooks beforeHelm 2>"${WORK}/third.log"
 check "with the marker the migration does nothing" grep -q "hook migrate-legacy: ok (0 object patch(es))" "${WORK}/third.log"
 
-rm -rf "${WORK}"
 echo "hooks e2e: ${passed} passed, ${failed} failed" >&2
 echo "${passed} passed, ${failed} failed"
 [[ "${failed}" == "0" ]]

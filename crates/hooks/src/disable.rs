@@ -1,37 +1,52 @@
 //! Module-disabled hook (afterDeleteHelm): gives every exported PersistentVolume back to its user
-//! PersistentVolumeClaim and releases everything the module held, so nothing is left `Lost` or
-//! stuck behind a finalizer once the controller is gone.
+//! PersistentVolumeClaim and releases everything the module held, so nothing is left `Lost`,
+//! stranded in the module namespace, or stuck behind a finalizer once the controller is gone.
 //!
-//! The controller's return (crates/controller `handover::next_step`, DESIGN §3.1) is async over
-//! the API and waits between steps; a hook cannot wait, it emits object-patch operations that
-//! addon-operator applies in order after the run. So this is the same return order, decided purely
-//! from the snapshots, in one pass:
+//! This run may be the last one ever: after it no controller and no orphan sweep runs. So it does
+//! the controller's whole return (crates/controller `handover::return_step` and
+//! `snapshot::return_step`, DESIGN §3.1/§3.2) in one pass, decided purely from the snapshots, as
+//! object-patch operations that addon-operator applies in order after the run. It never waits:
+//! deletions are requested in the background and the API server, the garbage collector, the PV
+//! binder and the snapshot-controller finish them without the module.
 //!
-//! 1. delete exporter pods, then export PVCs in the module namespace (`Delete` waits for them);
-//! 2. per exported PV whose record is complete and whose user PVC still exists with the recorded
-//!    uid: point `claimRef` back at the user PVC (uid) while the PV is still `Retain`;
-//! 3. restore the original reclaim policy, guarded by a JSON Patch `test` that `claimRef` carries the
+//! 1. VolumeSnapshot exports: release our protection finalizer on the user's VolumeSnapshot first
+//!    (the controller's return does the same; the snapshot itself is never touched otherwise);
+//! 2. delete the exporter objects (Ingress, Pod, Service, Lease, Secrets) and the module's PVCs
+//!    (export PVCs and restored PVCs);
+//! 3. VolumeSnapshot exports: pin the copied VolumeSnapshotContent to `deletionPolicy: Retain`
+//!    (deleting a copy must never delete the snapshot it shares with the user's), then delete the
+//!    copied VolumeSnapshot and content;
+//! 4. per exported PV whose record is complete and whose user PVC still exists with the recorded
+//!    uid: point `claimRef` back at the user PVC (uid) while the PV is still `Retain`. This does not
+//!    wait for the export PVC to be gone: the PV stays `Retain` until step 5, and once `claimRef`
+//!    names the user PVC a left-over export PVC only turns `Lost`;
+//! 5. restore the original reclaim policy, guarded by a JSON Patch `test` that `claimRef` carries the
 //!    user PVC's uid. The controller waits for `Bound` before this step; the hook cannot, and does
-//!    not need to for safety: the user PVC exists with that uid (our finalizer keeps it, and is
-//!    removed only in step 4), and the PV controller never reclaims a volume whose `claimRef` names
-//!    an existing claim with a matching uid;
-//! 4. remove our finalizer, annotations and labels from the user PVC;
-//! 5. clear the PV's record, the tracking label last (same write);
-//! 6. release DataExport finalizers.
+//!    not need to for safety: the user PVC exists with that uid, and the PV controller never
+//!    reclaims a volume whose `claimRef` names an existing claim with a matching uid (it binds it);
+//! 6. remove our finalizer, annotations and labels from the user PVC;
+//! 7. clear the PV's record, the tracking label last (same write);
+//! 8. release DataExport finalizers, so DataExports, their namespaces and the CRD can be deleted.
+//!
+//! Running it again is harmless: every operation is a no-op on a returned object (deletes of
+//! missing objects succeed, patches ignore missing objects, the reclaim-policy patch is guarded).
 //!
 //! A PV whose record does not add up is never guessed at: it keeps `Retain`, gets the
 //! inconsistent label, and the hook reports it on stderr (the data is safe; an administrator
 //! finishes the return, see docs/FAQ.md).
 //!
-//! Not covered (documented gap): VolumeSnapshot restores. Binding to `snapshot.storage.k8s.io`
-//! kinds would break hook registration in clusters without the snapshot CRDs; the copied
-//! VolumeSnapshotContents (deletionPolicy Retain) and the protection finalizer on the user's
-//! VolumeSnapshot are left for the controller's orphan sweep when the module is enabled again.
+//! Snapshot kinds cannot be bound: a binding to a kind the API server does not serve breaks the
+//! module's hook registration in clusters without the snapshot CRDs. The hook therefore learns of
+//! snapshot exports from what it can always see (DataExports targeting a VolumeSnapshot, restored
+//! PVCs recording their source snapshot), derives the copies' names from the DataExport uid as the
+//! controller does, and emits operations on snapshot kinds only when it sees the snapshot CRDs
+//! (a binding on CustomResourceDefinition), since an operation on an unknown kind fails the run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::names;
 use crate::protocol::{Hook, HookError, Input, Output};
@@ -40,6 +55,21 @@ pub const PV_BINDING: &str = "exported_pvs";
 pub const PVC_BINDING: &str = "pvcs";
 pub const POD_BINDING: &str = "exporter_pods";
 pub const DATAEXPORT_BINDING: &str = "dataexports";
+pub const SERVICE_BINDING: &str = "exporter_services";
+pub const SECRET_BINDING: &str = "exporter_secrets";
+pub const LEASE_BINDING: &str = "exporter_leases";
+pub const INGRESS_BINDING: &str = "exporter_ingresses";
+pub const SNAPSHOT_CRD_BINDING: &str = "snapshot_crds";
+
+/// The snapshot API (snapshot.storage.k8s.io/v1) the controller's snapshot exports use.
+pub const SNAPSHOT_API_VERSION: &str = "snapshot.storage.k8s.io/v1";
+/// CRDs that must both be served before the hook emits operations on snapshot kinds.
+pub const SNAPSHOT_CRDS: &[&str] = &[
+    "volumesnapshots.snapshot.storage.k8s.io",
+    "volumesnapshotcontents.snapshot.storage.k8s.io",
+];
+/// `spec.targetRef.kind` of a DataExport of a VolumeSnapshot.
+const KIND_VOLUME_SNAPSHOT: &str = "VolumeSnapshot";
 
 /// Reclaim policies a recorded original may name; anything else is an inconsistency.
 pub(crate) const RECLAIM_POLICIES: &[&str] = &["Delete", "Retain", "Recycle"];
@@ -86,16 +116,52 @@ pub struct PvcView {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// `<namespace>/<name>` of the user's VolumeSnapshot a restored PVC was made from.
+    #[serde(default, rename = "sourceSnapshot")]
+    pub source_snapshot: Option<String>,
 }
 
-/// Namespace, name and finalizers (pods, DataExports).
+/// Namespace, name and finalizers (exporter objects, DataExports); uid and target for DataExports.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct ObjView {
     #[serde(default)]
     pub namespace: String,
     pub name: String,
     #[serde(default)]
+    pub uid: String,
+    #[serde(default)]
     pub finalizers: Vec<String>,
+    #[serde(default, rename = "targetKind")]
+    pub target_kind: Option<String>,
+    #[serde(default, rename = "targetName")]
+    pub target_name: Option<String>,
+}
+
+/// Name of the objects the controller creates for a DataExport in the module namespace (exporter
+/// Pod, Service, Secret, Lease, Ingress, export or restored PVC, copied VolumeSnapshot). Must stay
+/// equal to crates/controller `objects::object_name`; a test pins a value computed by it.
+pub fn object_name(uid: &str) -> String {
+    let digest = Sha256::digest(uid.as_bytes());
+    let hex = hex::encode(digest);
+    format!("exp-{}", &hex[..12])
+}
+
+/// Name of the copied (cluster-scoped) VolumeSnapshotContent (controller `snapshot_content_name`).
+pub fn snapshot_content_name(uid: &str) -> String {
+    format!("svdm-{}", object_name(uid))
+}
+
+/// Name of the cert-manager Secret of a published export's Ingress (controller
+/// `ingress_tls_secret_name`); cert-manager creates it without our label, so it is found by name.
+pub fn ingress_tls_secret_name(uid: &str) -> String {
+    format!("{}-public-tls", object_name(uid))
+}
+
+/// A VolumeSnapshot export to tear down: the DataExport uid and, when known, the user's snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SnapshotExport {
+    pub uid: String,
+    pub source: Option<(String, String)>,
 }
 
 /// The outcome for one PV.
@@ -195,7 +261,7 @@ pub fn return_pv(pv: &PvView, pvcs: &[PvcView], out: &mut Output) -> PvOutcome {
         }
     }
 
-    // 2. Retain first (if someone changed it), then claimRef back to the user PVC with its uid.
+    // 4. Retain first (if someone changed it), then claimRef back to the user PVC with its uid.
     let mut ops = Vec::new();
     if pv.reclaim_policy.as_deref() != Some("Retain") && pv.claim_ref.as_ref() != Some(&claim) {
         ops.push(json!({"op": "replace", "path": "/spec/persistentVolumeReclaimPolicy", "value": "Retain"}));
@@ -209,7 +275,7 @@ pub fn return_pv(pv: &PvView, pvcs: &[PvcView], out: &mut Output) -> PvOutcome {
             "name": pv.name, "jsonPatch": ops,
         }));
     }
-    // 3. The original reclaim policy, only while claimRef carries the user PVC's uid.
+    // 5. The original reclaim policy, only while claimRef carries the user PVC's uid.
     out.kube(json!({
         "operation": "JSONPatch", "apiVersion": "v1", "kind": "PersistentVolume", "name": pv.name,
         "jsonPatch": [
@@ -217,22 +283,9 @@ pub fn return_pv(pv: &PvView, pvcs: &[PvcView], out: &mut Output) -> PvOutcome {
             {"op": "replace", "path": "/spec/persistentVolumeReclaimPolicy", "value": policy},
         ],
     }));
-    // 4. The user PVC: our finalizer, owner annotations and labels.
-    out.kube(json!({
-        "operation": "JQPatch", "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "namespace": claim.namespace, "name": claim.name,
-        "jqFilter": format!(
-            r#".metadata.finalizers = ((.metadata.finalizers // []) | map(select(. != "{fin}"))) | del(.metadata.annotations["{a}"], .metadata.annotations["{b}"], .metadata.annotations["{c}"], .metadata.labels["{d}"], .metadata.labels["{e}"])"#,
-            fin = names::FINALIZER_PVC_PROTECTION,
-            a = names::ANN_OWNER_NAMESPACE,
-            b = names::ANN_OWNER_NAME,
-            c = names::ANN_OWNER_UID,
-            d = names::LABEL_MANAGED,
-            e = names::LABEL_DATAEXPORT_UID,
-        ),
-        "ignoreMissingObject": true,
-    }));
-    // 5. The PV's record; the tracking label goes in the same write, never before.
+    // 6. The user PVC: our finalizer, owner annotations and labels.
+    unprotect_pvc(out, &claim.namespace, &claim.name);
+    // 7. The PV's record; the tracking label goes in the same write, never before.
     clear_record(out, &pv.name);
     PvOutcome::Returned
 }
@@ -259,6 +312,89 @@ fn clear_record(out: &mut Output, pv: &str) {
     }));
 }
 
+/// `.metadata.finalizers` without `finalizer`, for a JQPatch (GET, jq, UPDATE: nothing else changes).
+fn drop_finalizer_jq(finalizer: &str) -> String {
+    format!(
+        r#".metadata.finalizers = ((.metadata.finalizers // []) | map(select(. != "{finalizer}")))"#
+    )
+}
+
+/// Releases a user PVC: our finalizer, owner annotations and labels (nothing else).
+fn unprotect_pvc(out: &mut Output, namespace: &str, name: &str) {
+    out.kube(json!({
+        "operation": "JQPatch", "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "namespace": namespace, "name": name,
+        "jqFilter": format!(
+            r#"{} | del(.metadata.annotations["{a}"], .metadata.annotations["{b}"], .metadata.annotations["{c}"], .metadata.labels["{d}"], .metadata.labels["{e}"])"#,
+            drop_finalizer_jq(names::FINALIZER_PVC_PROTECTION),
+            a = names::ANN_OWNER_NAMESPACE,
+            b = names::ANN_OWNER_NAME,
+            c = names::ANN_OWNER_UID,
+            d = names::LABEL_MANAGED,
+            e = names::LABEL_DATAEXPORT_UID,
+        ),
+        "ignoreMissingObject": true,
+    }));
+}
+
+/// A background delete: requested now, finished by the API server and the controllers without
+/// the module (a foreground `Delete` would block the run for up to 20 s per object and fail it
+/// when e.g. a pod on a lost node never goes away).
+fn delete(out: &mut Output, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) {
+    let mut op = json!({
+        "operation": "DeleteInBackground", "apiVersion": api_version, "kind": kind, "name": name,
+    });
+    if let Some(ns) = namespace {
+        op["namespace"] = json!(ns);
+    }
+    out.kube(op);
+}
+
+fn split_source(s: &str) -> Option<(String, String)> {
+    s.split_once('/')
+        .filter(|(ns, n)| !ns.is_empty() && !n.is_empty())
+        .map(|(ns, n)| (ns.to_owned(), n.to_owned()))
+}
+
+/// The VolumeSnapshot exports to tear down, from DataExports that target a VolumeSnapshot and from
+/// restored PVCs (which record their source snapshot; they outlive a DataExport whose finalizer
+/// was removed by hand). Every DataExport counts, with or without our finalizer: a teardown that
+/// already finished makes the operations no-ops, and one interrupted after the finalizer was
+/// released is finished too.
+pub fn snapshot_exports(exports: &[ObjView], pvcs: &[PvcView]) -> Vec<SnapshotExport> {
+    let mut found: BTreeMap<String, Option<(String, String)>> = BTreeMap::new();
+    for e in exports
+        .iter()
+        .filter(|e| e.target_kind.as_deref() == Some(KIND_VOLUME_SNAPSHOT) && !e.uid.is_empty())
+    {
+        let source = e
+            .target_name
+            .as_ref()
+            .filter(|n| !n.is_empty() && !e.namespace.is_empty())
+            .map(|n| (e.namespace.clone(), n.clone()));
+        found.insert(e.uid.clone(), source);
+    }
+    for p in pvcs
+        .iter()
+        .filter(|p| p.namespace == names::MODULE_NAMESPACE)
+    {
+        let (Some(src), Some(uid)) = (
+            p.source_snapshot.as_deref(),
+            p.labels.get(names::LABEL_DATAEXPORT_UID),
+        ) else {
+            continue;
+        };
+        let entry = found.entry(uid.clone()).or_default();
+        if entry.is_none() {
+            *entry = split_source(src);
+        }
+    }
+    found
+        .into_iter()
+        .map(|(uid, source)| SnapshotExport { uid, source })
+        .collect()
+}
+
 pub struct DisableHook;
 
 impl DisableHook {
@@ -268,24 +404,103 @@ impl DisableHook {
         let pvcs: Vec<PvcView> = parse(input, PVC_BINDING);
         let pods: Vec<ObjView> = parse(input, POD_BINDING);
         let exports: Vec<ObjView> = parse(input, DATAEXPORT_BINDING);
+        let services: Vec<ObjView> = parse(input, SERVICE_BINDING);
+        let secrets: Vec<ObjView> = parse(input, SECRET_BINDING);
+        let leases: Vec<ObjView> = parse(input, LEASE_BINDING);
+        let ingresses: Vec<ObjView> = parse(input, INGRESS_BINDING);
+        let crds: Vec<ObjView> = parse(input, SNAPSHOT_CRD_BINDING);
+        let snapshot_api = SNAPSHOT_CRDS
+            .iter()
+            .all(|c| crds.iter().any(|o| o.name == *c));
+        let snaps = snapshot_exports(&exports, &pvcs);
+        if !snaps.is_empty() && !snapshot_api {
+            // Without the CRDs no copy can exist (the controller could not have made one), and an
+            // operation on an unknown kind would fail the run: nothing to do for them.
+            eprintln!(
+                "{} VolumeSnapshot export(s) but no snapshot API: no copies to remove",
+                snaps.len()
+            );
+        }
+        let snaps: &[SnapshotExport] = if snapshot_api { &snaps } else { &[] };
 
-        // 1. Exporter pods, then export PVCs (which wait for their pods through pvc-protection).
-        for p in &pods {
-            out.kube(json!({
-                "operation": "Delete", "apiVersion": "v1", "kind": "Pod",
-                "namespace": names::MODULE_NAMESPACE, "name": p.name,
-            }));
+        // 1. The user's VolumeSnapshot first, as the controller's return does: the protection is
+        //    only needed while a restore is in progress, and nothing restores any more.
+        for sx in snaps {
+            if let Some((ns, name)) = &sx.source {
+                out.kube(json!({
+                    "operation": "JQPatch", "apiVersion": SNAPSHOT_API_VERSION,
+                    "kind": "VolumeSnapshot", "namespace": ns, "name": name,
+                    "jqFilter": drop_finalizer_jq(names::FINALIZER_SNAPSHOT_PROTECTION),
+                    "ignoreMissingObject": true,
+                }));
+            }
+        }
+
+        // 2. Exporter objects (the controller's `exporter::delete_all` order), then the module's
+        //    PVCs: export PVCs (kept from deletion by pvc-protection until their pod is gone) and
+        //    restored PVCs.
+        let ns = Some(names::MODULE_NAMESPACE);
+        for o in &ingresses {
+            delete(out, "networking.k8s.io/v1", "Ingress", ns, &o.name);
+        }
+        for o in &pods {
+            delete(out, "v1", "Pod", ns, &o.name);
+        }
+        for o in &services {
+            delete(out, "v1", "Service", ns, &o.name);
+        }
+        for o in &leases {
+            delete(out, "coordination.k8s.io/v1", "Lease", ns, &o.name);
+        }
+        let mut secret_names: BTreeSet<String> = secrets.iter().map(|o| o.name.clone()).collect();
+        // Every DataExport the cluster still knows of may have published through an Ingress.
+        let uids: BTreeSet<&str> = exports
+            .iter()
+            .map(|e| e.uid.as_str())
+            .chain(ingresses.iter().map(|o| o.uid.as_str()))
+            .filter(|u| !u.is_empty())
+            .collect();
+        for uid in uids {
+            secret_names.insert(ingress_tls_secret_name(uid));
+        }
+        for name in &secret_names {
+            delete(out, "v1", "Secret", ns, name);
         }
         for p in pvcs.iter().filter(|p| {
             p.namespace == names::MODULE_NAMESPACE
                 && p.labels.get(names::LABEL_MANAGED).map(String::as_str) == Some("true")
         }) {
-            out.kube(json!({
-                "operation": "Delete", "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                "namespace": names::MODULE_NAMESPACE, "name": p.name,
-            }));
+            delete(out, "v1", "PersistentVolumeClaim", ns, &p.name);
         }
-        // 2-5. Every exported PV.
+
+        // 3. Snapshot copies: Retain before any delete, so that neither deleting the copied
+        //    VolumeSnapshot (the snapshot-controller deletes a `Delete` content with it) nor
+        //    deleting the content can remove the snapshot the user's content also points at.
+        for sx in snaps {
+            let content = snapshot_content_name(&sx.uid);
+            out.kube(json!({
+                "operation": "MergePatch", "apiVersion": SNAPSHOT_API_VERSION,
+                "kind": "VolumeSnapshotContent", "name": content,
+                "mergePatch": {"spec": {"deletionPolicy": "Retain"}},
+                "ignoreMissingObject": true,
+            }));
+            delete(
+                out,
+                SNAPSHOT_API_VERSION,
+                "VolumeSnapshot",
+                ns,
+                &object_name(&sx.uid),
+            );
+            delete(
+                out,
+                SNAPSHOT_API_VERSION,
+                "VolumeSnapshotContent",
+                None,
+                &content,
+            );
+        }
+
+        // 4-7. Every exported PV.
         let mut outcomes = Vec::new();
         for pv in &pvs {
             outcomes.push((pv.name.clone(), return_pv(pv, &pvcs, out)));
@@ -304,22 +519,9 @@ impl DisableHook {
                         || p.volume_name.as_deref() == Some(pv.name.as_str())
                 })
         }) {
-            out.kube(json!({
-                "operation": "JQPatch", "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                "namespace": p.namespace, "name": p.name,
-                "jqFilter": format!(
-                    r#".metadata.finalizers = ((.metadata.finalizers // []) | map(select(. != "{fin}"))) | del(.metadata.annotations["{a}"], .metadata.annotations["{b}"], .metadata.annotations["{c}"], .metadata.labels["{d}"], .metadata.labels["{e}"])"#,
-                    fin = names::FINALIZER_PVC_PROTECTION,
-                    a = names::ANN_OWNER_NAMESPACE,
-                    b = names::ANN_OWNER_NAME,
-                    c = names::ANN_OWNER_UID,
-                    d = names::LABEL_MANAGED,
-                    e = names::LABEL_DATAEXPORT_UID,
-                ),
-                "ignoreMissingObject": true,
-            }));
+            unprotect_pvc(out, &p.namespace, &p.name);
         }
-        // 6. DataExports: nothing holds anything for them any more.
+        // 8. DataExports: nothing holds anything for them any more.
         for e in exports.iter().filter(|e| {
             e.finalizers
                 .iter()
@@ -328,10 +530,7 @@ impl DisableHook {
             out.kube(json!({
                 "operation": "JQPatch", "apiVersion": format!("{}/{}", names::GROUP, names::VERSION),
                 "kind": "DataExport", "namespace": e.namespace, "name": e.name,
-                "jqFilter": format!(
-                    r#".metadata.finalizers = ((.metadata.finalizers // []) | map(select(. != "{}")))"#,
-                    names::FINALIZER_DATAEXPORT
-                ),
+                "jqFilter": drop_finalizer_jq(names::FINALIZER_DATAEXPORT),
                 "ignoreMissingObject": true,
             }));
         }
@@ -363,24 +562,47 @@ impl Hook for DisableHook {
             PVC_BINDING,
             "v1",
             "PersistentVolumeClaim",
-            r#"{"namespace": .metadata.namespace, "name": .metadata.name, "uid": .metadata.uid, "phase": .status.phase, "volumeName": .spec.volumeName, "finalizers": (.metadata.finalizers // []), "labels": (.metadata.labels // {}), "annotations": {}}"#,
+            &format!(
+                r#"{{"namespace": .metadata.namespace, "name": .metadata.name, "uid": .metadata.uid, "phase": .status.phase, "volumeName": .spec.volumeName, "finalizers": (.metadata.finalizers // []), "labels": (.metadata.labels // {{}}), "annotations": {{}}, "sourceSnapshot": (.metadata.annotations // {{}})["{}"]}}"#,
+                names::ANN_SOURCE_SNAPSHOT
+            ),
         );
         pvcs["labelSelector"] = json!({"matchLabels": {names::LABEL_MANAGED: "true"}});
-        let mut pods = common(
-            POD_BINDING,
-            "v1",
-            "Pod",
-            r#"{"namespace": .metadata.namespace, "name": .metadata.name}"#,
-        );
-        pods["namespace"] = json!({"nameSelector": {"matchNames": [names::MODULE_NAMESPACE]}});
-        pods["labelSelector"] = json!({"matchLabels": {names::LABEL_MANAGED: "true"}});
+        // Exporter objects: everything the controller labels in the module namespace.
+        let module_objects = |name: &str, api: &str, kind: &str| {
+            let mut b = common(
+                name,
+                api,
+                kind,
+                &format!(
+                    r#"{{"namespace": .metadata.namespace, "name": .metadata.name, "uid": ((.metadata.labels // {{}})["{}"] // "")}}"#,
+                    names::LABEL_DATAEXPORT_UID
+                ),
+            );
+            b["namespace"] = json!({"nameSelector": {"matchNames": [names::MODULE_NAMESPACE]}});
+            b["labelSelector"] = json!({"matchLabels": {names::LABEL_MANAGED: "true"}});
+            b
+        };
+        let pods = module_objects(POD_BINDING, "v1", "Pod");
+        let services = module_objects(SERVICE_BINDING, "v1", "Service");
+        let secrets = module_objects(SECRET_BINDING, "v1", "Secret");
+        let leases = module_objects(LEASE_BINDING, "coordination.k8s.io/v1", "Lease");
+        let ingresses = module_objects(INGRESS_BINDING, "networking.k8s.io/v1", "Ingress");
         let exports = common(
             DATAEXPORT_BINDING,
             &format!("{}/{}", names::GROUP, names::VERSION),
             "DataExport",
-            r#"{"namespace": .metadata.namespace, "name": .metadata.name, "finalizers": (.metadata.finalizers // [])}"#,
+            r#"{"namespace": .metadata.namespace, "name": .metadata.name, "uid": .metadata.uid, "finalizers": (.metadata.finalizers // []), "targetKind": .spec.targetRef.kind, "targetName": .spec.targetRef.name}"#,
         );
-        json!({"afterDeleteHelm": 10, "kubernetes": [pvs, pvcs, pods, exports]})
+        // CustomResourceDefinition is always served, unlike the snapshot kinds themselves.
+        let mut crds = common(
+            SNAPSHOT_CRD_BINDING,
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            r#"{"name": .metadata.name}"#,
+        );
+        crds["nameSelector"] = json!({"matchNames": SNAPSHOT_CRDS});
+        json!({"afterDeleteHelm": 10, "kubernetes": [pvs, pvcs, pods, exports, services, secrets, leases, ingresses, crds]})
     }
 
     fn run(&self, input: &Input, output: &mut Output) -> Result<(), HookError> {

@@ -4,8 +4,10 @@ mod common;
 
 use common::{contexts, fixture, input};
 use serde_json::{Value, json};
-use svdm_hooks::disable::{DisableHook, PvOutcome};
+use svdm_hooks::disable::{self, DisableHook, PvOutcome};
 use svdm_hooks::protocol::{Hook, Output};
+
+const NS: &str = "d8-storage-volume-data-manager";
 
 fn plan() -> (Output, Vec<(String, PvOutcome)>) {
     let i = input(
@@ -36,10 +38,19 @@ fn an_export_in_flight_is_returned_in_the_safe_order() {
     let (out, outcomes) = plan();
     assert_eq!(outcomes[0], ("pv-data".to_owned(), PvOutcome::Returned));
 
-    let del_pod = position(&out, |o| o["operation"] == "Delete" && o["kind"] == "Pod");
-    let del_pvc = position(&out, |o| {
-        o["operation"] == "Delete" && o["name"] == "exp-0123456789ab"
+    // Deletions are requested in the background: the run never waits for them.
+    let del_pod = position(&out, |o| {
+        o["operation"] == "DeleteInBackground" && o["kind"] == "Pod"
     });
+    let del_pvc = position(&out, |o| {
+        o["operation"] == "DeleteInBackground" && o["name"] == "exp-0123456789ab"
+    });
+    assert!(
+        !out.kube_operations
+            .iter()
+            .any(|o| o["operation"] == "Delete"),
+        "no foreground (blocking) delete"
+    );
     let pv_ops = ops_on(&out, "PersistentVolume", "pv-data");
     assert_eq!(pv_ops.len(), 3, "{pv_ops:#?}");
     // claimRef back to the user PVC, with its uid, while still Retain.
@@ -135,4 +146,137 @@ fn config_is_after_delete_helm_with_snapshot_only_bindings() {
         assert_eq!(b["executeHookOnEvent"], false);
         assert!(b["jqFilter"].is_string());
     }
+}
+
+fn snapshot_plan(with_crds: bool) -> Output {
+    let mut v = fixture("after-delete-helm-snapshot.json");
+    if !with_crds {
+        v[0]["snapshots"]["snapshot_crds"] = json!([]);
+    }
+    let i = input(
+        contexts(v),
+        json!({"global": {}, "storageVolumeDataManager": {"internal": {}}}),
+    );
+    let mut out = Output::default();
+    DisableHook.plan(&i, &mut out);
+    out
+}
+
+#[test]
+fn names_match_the_controllers() {
+    // Computed by crates/controller `objects::object_name` (sha256 of the uid, 12 hex digits).
+    assert_eq!(disable::object_name("de-snap-uid"), "exp-72c99bf2222d");
+    assert_eq!(
+        disable::snapshot_content_name("de-snap-uid"),
+        "svdm-exp-72c99bf2222d"
+    );
+    assert_eq!(
+        disable::ingress_tls_secret_name("de-snap-uid"),
+        "exp-72c99bf2222d-public-tls"
+    );
+}
+
+#[test]
+fn a_snapshot_export_is_torn_down_and_the_users_snapshot_released() {
+    let out = snapshot_plan(true);
+    let ops = &out.kube_operations;
+    // The user's snapshot: only its protection finalizer is dropped, first (as the controller's
+    // return does), for the live export and for the orphaned restore alike.
+    let user_vs: Vec<&Value> = ops
+        .iter()
+        .filter(|o| o["kind"] == "VolumeSnapshot" && o["namespace"] != NS)
+        .collect();
+    assert_eq!(user_vs.len(), 2, "{user_vs:#?}");
+    for (o, (ns, name)) in user_vs
+        .iter()
+        .zip([("team-s", "nightly"), ("team-t", "weekly")])
+    {
+        assert_eq!(o["operation"], "JQPatch");
+        assert_eq!(
+            (o["namespace"].as_str(), o["name"].as_str()),
+            (Some(ns), Some(name))
+        );
+        assert_eq!(o["ignoreMissingObject"], true);
+        let jq = o["jqFilter"].as_str().expect("jq");
+        assert!(jq.starts_with(".metadata.finalizers = "), "{jq}");
+        assert!(jq.contains("svdm.storage.deckhouse.io/restore-protection"));
+    }
+    assert!(ops.iter().take(2).all(|o| o["kind"] == "VolumeSnapshot"));
+
+    // Copies: Retain pinned before the copied VolumeSnapshot or content is deleted.
+    let content = "svdm-exp-72c99bf2222d";
+    let retain = position(&out, |o| {
+        o["operation"] == "MergePatch"
+            && o["kind"] == "VolumeSnapshotContent"
+            && o["name"] == content
+    });
+    assert_eq!(
+        ops[retain]["mergePatch"],
+        json!({"spec": {"deletionPolicy": "Retain"}})
+    );
+    let del_vs = position(&out, |o| {
+        o["operation"] == "DeleteInBackground"
+            && o["kind"] == "VolumeSnapshot"
+            && o["namespace"] == NS
+            && o["name"] == "exp-72c99bf2222d"
+    });
+    let del_vsc = position(&out, |o| {
+        o["operation"] == "DeleteInBackground"
+            && o["kind"] == "VolumeSnapshotContent"
+            && o["name"] == content
+    });
+    assert!(retain < del_vs && del_vs < del_vsc);
+    // The orphaned restore's copies go too.
+    position(&out, |o| {
+        o["operation"] == "DeleteInBackground" && o["name"] == "svdm-exp-49e14a3015f0"
+    });
+
+    // Restored PVCs and exporter objects are deleted; the Ingress certificate by name.
+    for (kind, name) in [
+        ("PersistentVolumeClaim", "exp-72c99bf2222d"),
+        ("PersistentVolumeClaim", "exp-orphan"),
+        ("Pod", "exp-72c99bf2222d"),
+        ("Service", "exp-72c99bf2222d"),
+        ("Lease", "exp-72c99bf2222d"),
+        ("Secret", "exp-72c99bf2222d"),
+        ("Secret", "exp-72c99bf2222d-public-tls"),
+    ] {
+        let o = ops_on(&out, kind, name);
+        assert_eq!(o.len(), 1, "{kind}/{name}: {o:#?}");
+        assert_eq!(o[0]["operation"], "DeleteInBackground");
+        assert_eq!(o[0]["namespace"], NS);
+    }
+    // Nothing outside the module namespace is deleted.
+    assert!(
+        ops.iter()
+            .filter(|o| o["operation"] == "DeleteInBackground")
+            .all(|o| o["namespace"] == NS || o["kind"] == "VolumeSnapshotContent")
+    );
+    // The DataExport's finalizer goes last.
+    assert_eq!(ops.last().map(|o| &o["kind"]), Some(&json!("DataExport")));
+}
+
+#[test]
+fn without_the_snapshot_api_no_operation_names_a_snapshot_kind() {
+    let out = snapshot_plan(false);
+    assert!(
+        !out.kube_operations
+            .iter()
+            .any(|o| o["apiVersion"] == "snapshot.storage.k8s.io/v1"),
+        "an operation on an unknown kind would fail the run"
+    );
+    assert_eq!(ops_on(&out, "DataExport", "snap-export").len(), 1);
+}
+
+#[test]
+fn config_binds_only_kinds_every_cluster_serves() {
+    let c = DisableHook.config();
+    let kinds: Vec<&str> = c["kubernetes"]
+        .as_array()
+        .expect("bindings")
+        .iter()
+        .filter_map(|b| b["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"CustomResourceDefinition"));
+    assert!(!kinds.iter().any(|k| k.starts_with("VolumeSnapshot")));
 }
