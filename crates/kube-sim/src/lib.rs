@@ -58,7 +58,10 @@ pub struct Config {
     /// Images whose containers run as local processes; pods of any other image are only reported
     /// Running.
     pub images: Vec<ImageRun>,
-    pub pod_ip_prefix: [u8; 3],
+    /// Pod addresses come from `<prefix>.10-254` of each prefix in turn.
+    pub pod_ip_prefixes: Vec<[u8; 3]>,
+    /// The Node's `pods` capacity (the kubelet's `--max-pods`).
+    pub max_pods: u32,
     pub service_ip_prefix: [u8; 3],
     pub hosts_file: PathBuf,
     /// Taints the Node is registered with (`--register-with-taints`).
@@ -234,7 +237,10 @@ pub async fn run(config: Config) -> Result<()> {
         sim.store.root().display()
     );
 
-    let kubelet = Arc::new(kubelet::Kubelet::new(sim.clone(), config.pod_ip_prefix));
+    let kubelet = Arc::new(kubelet::Kubelet::new(
+        sim.clone(),
+        config.pod_ip_prefixes.clone(),
+    ));
     let proxy = Arc::new(proxy::Proxy::new(sim.clone(), config.service_ip_prefix));
     let mut tasks = vec![
         tokio::spawn(node::heartbeat(
@@ -242,6 +248,7 @@ pub async fn run(config: Config) -> Result<()> {
             config.node_name.clone(),
             node_uid,
             config.taints.clone(),
+            config.max_pods,
         )),
         tokio::spawn(provisioner::run(sim.clone())),
         tokio::spawn(snapshotter::run(sim.clone())),
@@ -293,7 +300,8 @@ mod image_tests {
             kubeconfig: None,
             install_classes: false,
             images,
-            pod_ip_prefix: [127, 0, 1],
+            pod_ip_prefixes: vec![[127, 0, 1]],
+            max_pods: 110,
             service_ip_prefix: [127, 0, 2],
             hosts_file: PathBuf::from("/nonexistent"),
             taints: vec![],

@@ -33,9 +33,12 @@ struct Cli {
     /// `command[0]` runs (an image holding several binaries).
     #[arg(long = "image", value_parser = ImageRun::parse)]
     images: Vec<ImageRun>,
-    /// Pods get addresses <prefix>.10-254.
-    #[arg(long, env = "SIM_POD_IP_PREFIX", default_value = "127.0.1", value_parser = parse_prefix)]
-    pod_ip_prefix: [u8; 3],
+    /// Pods get addresses <prefix>.10-254; several comma-separated prefixes for more than 245 pods.
+    #[arg(long, env = "SIM_POD_IP_PREFIX", default_value = "127.0.1", value_delimiter = ',', value_parser = parse_prefix)]
+    pod_ip_prefix: Vec<[u8; 3]>,
+    /// Pods the Node accepts (capacity `pods`), as the kubelet's --max-pods.
+    #[arg(long, env = "SIM_MAX_PODS", default_value_t = 110)]
+    max_pods: u32,
     /// Services get addresses <prefix>.10-254.
     #[arg(long, env = "SIM_SERVICE_IP_PREFIX", default_value = "127.0.2", value_parser = parse_prefix)]
     service_ip_prefix: [u8; 3],
@@ -69,7 +72,8 @@ async fn main() -> anyhow::Result<()> {
         kubeconfig: cli.kubeconfig,
         install_classes: cli.install_classes,
         images,
-        pod_ip_prefix: cli.pod_ip_prefix,
+        pod_ip_prefixes: cli.pod_ip_prefix,
+        max_pods: cli.max_pods,
         service_ip_prefix: cli.service_ip_prefix,
         hosts_file: cli.hosts_file,
         taints: cli.register_with_taints,

@@ -53,11 +53,17 @@ pub fn parse_taint(s: &str) -> Result<Value, String> {
 }
 
 /// The Node status the simulator reports: capacity, addresses, version info and healthy conditions.
-pub fn node_status(name: &str, kubelet_version: &str, since: Timestamp, now: Timestamp) -> Value {
+pub fn node_status(
+    name: &str,
+    kubelet_version: &str,
+    since: Timestamp,
+    now: Timestamp,
+    max_pods: u32,
+) -> Value {
     let resources = json!({
         "cpu": "2",
         "memory": "24Gi",
-        "pods": "110",
+        "pods": max_pods.to_string(),
         "ephemeral-storage": "100Gi",
         "hugepages-1Gi": "0",
         "hugepages-2Mi": "0"
@@ -147,6 +153,7 @@ async fn beat(
     version: &str,
     since: Timestamp,
     taints: &[Value],
+    max_pods: u32,
 ) -> Result<()> {
     let now = Timestamp::now();
     let nodes: Api<Node> = Api::all(client.clone());
@@ -154,7 +161,7 @@ async fn beat(
         .patch_status(
             name,
             &PatchParams::default(),
-            &Patch::Strategic(node_status(name, version, since, now)),
+            &Patch::Strategic(node_status(name, version, since, now, max_pods)),
         )
         .await;
     if let Err(e) = patched {
@@ -185,7 +192,13 @@ async fn beat(
 }
 
 /// Keep the Node Ready forever (until the task is dropped).
-pub async fn heartbeat(client: Client, name: String, mut node_uid: String, taints: Vec<Value>) {
+pub async fn heartbeat(
+    client: Client,
+    name: String,
+    mut node_uid: String,
+    taints: Vec<Value>,
+    max_pods: u32,
+) {
     let version = match client.apiserver_version().await {
         Ok(info) => info.git_version,
         Err(e) => {
@@ -195,7 +208,17 @@ pub async fn heartbeat(client: Client, name: String, mut node_uid: String, taint
     };
     let since = Timestamp::now();
     loop {
-        if let Err(e) = beat(&client, &name, &mut node_uid, &version, since, &taints).await {
+        if let Err(e) = beat(
+            &client,
+            &name,
+            &mut node_uid,
+            &version,
+            since,
+            &taints,
+            max_pods,
+        )
+        .await
+        {
             log::warn!("node {name} heartbeat failed: {e}");
         }
         tokio::time::sleep(HEARTBEAT).await;
@@ -209,7 +232,7 @@ mod tests {
     #[test]
     fn status_is_ready_with_capacity() {
         let now = Timestamp::UNIX_EPOCH;
-        let status = node_status("n1", "v1.36.3", now, now);
+        let status = node_status("n1", "v1.36.3", now, now, 300);
         let node: Node =
             serde_json::from_value(json!({"metadata": {"name": "n1"}, "status": status["status"]}))
                 .expect("valid node status");

@@ -1,12 +1,12 @@
 //! kube-proxy and cluster DNS, for this node's pods only.
 //!
-//! Each Service whose selector matches a Running pod on this node gets a loopback address
-//! (`<service-ip-prefix>.N`, default `127.0.2.N`), hosts lines for `<svc>.<ns>.svc` and
-//! `<svc>.<ns>.svc.cluster.local`, and a TCP forwarder per port to the ready pods' `podIP:targetPort`.
-//! When the cluster's service range is on loopback (e2e/testenv.sh uses 127.0.240.0/20), the same
-//! forwarders also listen on the Service's real ClusterIP, as kube-proxy does: that is what the API
-//! server dials for a webhook registered by Service reference. A ClusterIP anywhere else is never
-//! used: this machine only talks to 127.0.0.0/8.
+//! Each Service whose selector matches a Running pod on this node gets a loopback address, hosts
+//! lines for `<svc>.<ns>.svc` and `<svc>.<ns>.svc.cluster.local`, and a TCP forwarder per port to the
+//! ready pods' `podIP:targetPort`. The address is the Service's real ClusterIP when the cluster's
+//! service range is on loopback (e2e/testenv.sh uses 127.0.240.0/20): kube-proxy's job exactly, and
+//! what the API server dials for a webhook registered by Service reference. Otherwise it comes from
+//! `<service-ip-prefix>.N` (default `127.0.2.N`): a ClusterIP off loopback is never dialled, this
+//! machine only talks to 127.0.0.0/8.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -128,13 +128,12 @@ pub fn desired(services: &[Arc<Service>], pods: &[Arc<Pod>]) -> Vec<DesiredServi
 
 struct Listener {
     endpoints: watch::Sender<Vec<SocketAddr>>,
-    /// One accept loop on the node's service address, one on the ClusterIP if it has one.
-    tasks: Vec<JoinHandle<()>>,
+    task: JoinHandle<()>,
 }
 
 impl Listener {
     fn abort(&self) {
-        self.tasks.iter().for_each(JoinHandle::abort);
+        self.task.abort();
     }
 }
 
@@ -217,10 +216,11 @@ impl Proxy {
         for d in wanted {
             if !forwards.contains_key(&d.uid) {
                 let taken: BTreeSet<Ipv4Addr> = forwards.values().map(|f| f.ip).collect();
-                let Some(ip) = (10..=254)
-                    .map(|n| Ipv4Addr::new(self.prefix[0], self.prefix[1], self.prefix[2], n))
-                    .find(|ip| !taken.contains(ip))
-                else {
+                let Some(ip) = d.cluster_ip.or_else(|| {
+                    (10..=254)
+                        .map(|n| Ipv4Addr::new(self.prefix[0], self.prefix[1], self.prefix[2], n))
+                        .find(|ip| !taken.contains(ip))
+                }) else {
                     log::warn!("proxy: service address pool exhausted");
                     continue;
                 };
@@ -257,22 +257,18 @@ impl Proxy {
                     });
                     continue;
                 }
-                let (tx, rx) = watch::channel(endpoints);
-                let mut tasks = Vec::new();
-                for ip in std::iter::once(f.ip).chain(d.cluster_ip) {
-                    match TcpListener::bind((ip, port)).await {
-                        Ok(listener) => tasks.push(tokio::spawn(serve(listener, rx.clone()))),
-                        Err(e) => log::warn!("proxy: cannot listen on {ip}:{port}: {e}"),
+                match TcpListener::bind((f.ip, port)).await {
+                    Ok(listener) => {
+                        let (tx, rx) = watch::channel(endpoints);
+                        f.listeners.insert(
+                            port,
+                            Listener {
+                                endpoints: tx,
+                                task: tokio::spawn(serve(listener, rx)),
+                            },
+                        );
                     }
-                }
-                if !tasks.is_empty() {
-                    f.listeners.insert(
-                        port,
-                        Listener {
-                            endpoints: tx,
-                            tasks,
-                        },
-                    );
+                    Err(e) => log::warn!("proxy: cannot listen on {}:{port}: {e}", f.ip),
                 }
             }
         }

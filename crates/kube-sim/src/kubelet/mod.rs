@@ -33,18 +33,23 @@ use tokio::task::JoinHandle;
 use crate::Sim;
 use crate::error::{Error, Result, is_not_found};
 
-/// A pool of addresses `<prefix>.10` … `<prefix>.254`, one per pod uid.
+/// A pool of addresses `<prefix>.10` … `<prefix>.254` over one or more prefixes, one per pod uid.
 pub struct IpPool {
-    prefix: [u8; 3],
-    used: Mutex<BTreeMap<String, u8>>,
+    prefixes: Vec<[u8; 3]>,
+    used: Mutex<BTreeMap<String, Ipv4Addr>>,
 }
 
 impl IpPool {
-    pub fn new(prefix: [u8; 3]) -> Self {
+    pub fn new(prefixes: Vec<[u8; 3]>) -> Self {
         Self {
-            prefix,
+            prefixes,
             used: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    fn contains(&self, ip: Ipv4Addr) -> bool {
+        let o = ip.octets();
+        o[3] >= 10 && o[3] <= 254 && self.prefixes.iter().any(|p| p[..] == o[..3])
     }
 
     /// The pod's address: the one it already has when that is in the pool and free, else the lowest free.
@@ -53,21 +58,23 @@ impl IpPool {
             .used
             .lock()
             .map_err(|_| Error::NotReady("ip pool poisoned".into()))?;
-        let addr = |n: u8| Ipv4Addr::new(self.prefix[0], self.prefix[1], self.prefix[2], n);
-        if let Some(n) = used.get(uid) {
-            return Ok(addr(*n));
+        if let Some(ip) = used.get(uid) {
+            return Ok(*ip);
         }
-        let taken: std::collections::BTreeSet<u8> = used.values().copied().collect();
+        let taken: std::collections::BTreeSet<Ipv4Addr> = used.values().copied().collect();
         let wanted = current
             .and_then(|c| c.parse::<Ipv4Addr>().ok())
-            .filter(|ip| ip.octets()[..3] == self.prefix && ip.octets()[3] >= 10)
-            .map(|ip| ip.octets()[3])
-            .filter(|n| !taken.contains(n));
-        let n = wanted
-            .or_else(|| (10..=254).find(|n| !taken.contains(n)))
+            .filter(|ip| self.contains(*ip) && !taken.contains(ip));
+        let ip = wanted
+            .or_else(|| {
+                self.prefixes
+                    .iter()
+                    .flat_map(|p| (10..=254).map(move |n| Ipv4Addr::new(p[0], p[1], p[2], n)))
+                    .find(|ip| !taken.contains(ip))
+            })
             .ok_or_else(|| Error::NotReady("pod address pool exhausted".into()))?;
-        used.insert(uid.to_string(), n);
-        Ok(addr(n))
+        used.insert(uid.to_string(), ip);
+        Ok(ip)
     }
 
     pub fn release(&self, uid: &str) {
@@ -182,10 +189,10 @@ pub struct Kubelet {
 }
 
 impl Kubelet {
-    pub fn new(sim: Arc<Sim>, prefix: [u8; 3]) -> Self {
+    pub fn new(sim: Arc<Sim>, prefixes: Vec<[u8; 3]>) -> Self {
         Self {
             sim,
-            ips: IpPool::new(prefix),
+            ips: IpPool::new(prefixes),
             workers: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -400,7 +407,7 @@ mod tests {
 
     #[test]
     fn ip_pool_reuses_and_avoids_collisions() -> Result<()> {
-        let pool = IpPool::new([127, 0, 1]);
+        let pool = IpPool::new(vec![[127, 0, 1]]);
         assert_eq!(pool.allocate("a", None)?, Ipv4Addr::new(127, 0, 1, 10));
         assert_eq!(
             pool.allocate("b", Some("127.0.1.20"))?,
@@ -419,6 +426,24 @@ mod tests {
         assert_eq!(pool.allocate("a", None)?, Ipv4Addr::new(127, 0, 1, 10));
         pool.release("a");
         assert_eq!(pool.allocate("e", None)?, Ipv4Addr::new(127, 0, 1, 10));
+        Ok(())
+    }
+
+    #[test]
+    fn ip_pool_spans_its_prefixes_in_order() -> Result<()> {
+        let pool = IpPool::new(vec![[127, 0, 41], [127, 0, 42]]);
+        for i in 0..245 {
+            pool.allocate(&format!("p{i}"), None)?;
+        }
+        assert_eq!(pool.allocate("next", None)?, Ipv4Addr::new(127, 0, 42, 10));
+        assert_eq!(
+            pool.allocate("kept", Some("127.0.42.99"))?,
+            Ipv4Addr::new(127, 0, 42, 99)
+        );
+        for i in 0..243 {
+            pool.allocate(&format!("q{i}"), None)?;
+        }
+        assert!(pool.allocate("overflow", None).is_err());
         Ok(())
     }
 
