@@ -48,6 +48,8 @@ pub struct Pv {
     pub name: String,
     pub claim_ref: Option<ClaimRef>,
     pub reclaim_policy: Option<String>,
+    /// `status.phase` (Bound, Released, ...).
+    pub phase: Option<String>,
     /// Owner-uid annotation (which DataExport recorded this PV).
     pub owner_uid: Option<String>,
     /// The tracking label `LABEL_PV_EXPORTED`.
@@ -155,7 +157,7 @@ pub enum Step {
     WaitExportPvcGone,
     /// Return 3: point the PV's claimRef back at the user PVC (with uid).
     RebindPvToUser { claim: ClaimRef },
-    /// Return 4: wait until the user PVC is Bound to the PV again.
+    /// Return 4: wait until the user PVC is Bound to the PV again and the PV itself shows Bound.
     WaitUserPvcBound,
     /// Return 5: restore the original reclaim policy.
     RestoreReclaimPolicy { policy: String },
@@ -604,7 +606,12 @@ fn return_step(o: &Observed) -> Step {
             claim: recorded_claim,
         };
     }
-    if !user.bound_to(&pv.name) {
+    // Both sides must show the binding again. The user PVC alone is not enough: right after a
+    // quick rebind it can still show its old `Bound` (it never turned Lost) while the PV is
+    // still `Released` from the export PVC's deletion, and a `Released` PV given its `Delete`
+    // policy back is deleted by its provisioner. The restore below is written against this
+    // observed PV version, so it only lands while the PV is Bound.
+    if !user.bound_to(&pv.name) || pv.phase.as_deref() != Some("Bound") {
         return Step::WaitUserPvcBound;
     }
     if pv.reclaim_policy.as_deref() != Some(policy.as_str()) {

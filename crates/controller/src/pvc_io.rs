@@ -82,6 +82,7 @@ fn to_pv(p: &PersistentVolume) -> Pv {
             uid: c.uid.clone().unwrap_or_default(),
         }),
         reclaim_policy: spec.and_then(|s| s.persistent_volume_reclaim_policy.clone()),
+        phase: p.status.as_ref().and_then(|s| s.phase.clone()),
         owner_uid: ann(p, names::ANN_OWNER_UID),
         exported_label: p.labels().contains_key(names::LABEL_PV_EXPORTED),
         inconsistent_label: p.labels().contains_key(names::LABEL_PV_INCONSISTENT),

@@ -32,6 +32,7 @@ fn fresh_pv() -> Pv {
         name: "pv-1".into(),
         claim_ref: Some(user_claim()),
         reclaim_policy: Some("Delete".into()),
+        phase: Some("Bound".into()),
         ..Default::default()
     }
 }
@@ -125,15 +126,17 @@ impl World {
             }
             Step::ClearPvRecord => {
                 let pv = o.pv.as_mut().expect("pv");
-                let (name, claim, policy) = (
+                let (name, claim, policy, phase) = (
                     pv.name.clone(),
                     pv.claim_ref.clone(),
                     pv.reclaim_policy.clone(),
+                    pv.phase.clone(),
                 );
                 *pv = Pv {
                     name,
                     claim_ref: claim,
                     reclaim_policy: policy,
+                    phase,
                     ..Default::default()
                 };
             }
@@ -165,6 +168,13 @@ impl World {
         if let Some(u) = o.user_pvc.as_mut() {
             let bound = claim.as_ref().is_some_and(|c| c.uid == u.uid);
             u.phase = Some(if bound { "Bound" } else { "Lost" }.into());
+        }
+        let claimed = claim.as_ref().is_some_and(|c| {
+            o.user_pvc.as_ref().is_some_and(|u| u.uid == c.uid)
+                || o.export_pvc.as_ref().is_some_and(|e| e.uid == c.uid)
+        });
+        if let Some(pv) = o.pv.as_mut() {
+            pv.phase = Some(if claimed { "Bound" } else { "Released" }.into());
         }
     }
 
@@ -505,6 +515,28 @@ fn return_waits_for_the_binder_and_does_not_restore_early() {
     );
 }
 
+/// Seen on the real control plane: the return rebinds so quickly that the user PVC still shows
+/// its old `Bound` while the PV is still `Released` from the export PVC's deletion. Restoring
+/// `Delete` then would let the provisioner delete the volume.
+#[test]
+fn a_released_pv_never_gets_delete_back_even_if_the_user_pvc_looks_bound() {
+    let mut o = observed(Intent::Return);
+    recorded(&mut o);
+    o.pv.as_mut().expect("pv").phase = Some("Released".into());
+    assert_eq!(
+        o.user_pvc.as_ref().and_then(|u| u.phase.as_deref()),
+        Some("Bound")
+    );
+    assert_eq!(next_step(&o), Step::WaitUserPvcBound);
+    o.pv.as_mut().expect("pv").phase = Some("Bound".into());
+    assert_eq!(
+        next_step(&o),
+        Step::RestoreReclaimPolicy {
+            policy: "Delete".into()
+        }
+    );
+}
+
 #[test]
 fn rebind_only_under_retain() {
     let mut o = observed(Intent::Return);
@@ -555,9 +587,15 @@ fn exhaustive_safety_properties() {
                                 for rec in records {
                                     for phase in phases {
                                         for user_present in [true, false] {
-                                            for pod in pod_variants() {
+                                            for (pod, pv_phase) in
+                                                pod_variants().into_iter().flat_map(|p| {
+                                                    [(p.clone(), "Bound"), (p, "Released")]
+                                                })
+                                            {
                                                 let mut o = observed(intent);
                                                 o.exporter_pod = pod;
+                                                o.pv.as_mut().expect("pv").phase =
+                                                    Some(pv_phase.into());
                                                 if let Some(u) = o.user_pvc.as_mut() {
                                                     u.held_by = user_holder.map(Into::into);
                                                     u.has_finalizer = user_holder.is_some();
@@ -630,7 +668,7 @@ fn exhaustive_safety_properties() {
             }
         }
     }
-    assert!(checked > 50_000, "{checked}");
+    assert!(checked > 100_000, "{checked}");
 }
 
 /// No pod, a pod never scheduled, and a terminating pod on a node in each state.
@@ -732,6 +770,10 @@ fn check_properties(o: &Observed) {
         let u = o.user_pvc.as_ref().expect("user pvc present");
         assert_eq!(u.phase.as_deref(), Some("Bound"), "{}", ctx());
         assert_eq!(pv.claim_ref, Some(user_claim()), "{}", ctx());
+    }
+    if let Step::RestoreReclaimPolicy { .. } = step {
+        // A Released PV given its Delete policy back would be deleted by its provisioner.
+        assert_eq!(pv.phase.as_deref(), Some("Bound"), "{}", ctx());
     }
     if step == Step::ClearPvRecord {
         assert_eq!(pv.reclaim_policy.as_deref(), Some("Delete"), "{}", ctx());
