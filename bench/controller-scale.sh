@@ -12,5 +12,13 @@ trap cleanup EXIT
 e2e/testenv.sh up
 # shellcheck source=/dev/null
 . "$TESTENV_DIR/env"
+# One simulated node with room for every exporter pod (a real node has 110 by default; the point
+# here is the controller, not the scheduler), under a name and addresses of its own so the bench
+# can run beside another local stack.
+n=${SVDM_SCALE_N:-300}
+export SIM_NODE_NAME=${SIM_NODE_NAME:-sim-node-bench}
+export SIM_POD_IP_PREFIX=${SIM_POD_IP_PREFIX:-127.0.36,127.0.37}
+export SIM_SERVICE_IP_PREFIX=${SIM_SERVICE_IP_PREFIX:-127.0.38}
+export SIM_MAX_PODS=${SIM_MAX_PODS:-$((n + 20))}
 e2e/stack.sh up sim
-SVDM_SCALE_N=${SVDM_SCALE_N:-300} cargo test -p svdm-controller --test scale -- --ignored --nocapture
+SVDM_SCALE_N=$n cargo test -p svdm-controller --test scale -- --ignored --nocapture
