@@ -134,7 +134,9 @@ def apply_kube_op(kubectl, op):
     operation = op["operation"]
     if operation in ("Delete", "DeleteInBackground", "DeleteNonCascading"):
         cascade = {"Delete": "foreground", "DeleteInBackground": "background", "DeleteNonCascading": "orphan"}[operation]
-        sh(kubectl + ["delete", kind, op["name"], "--ignore-not-found", f"--cascade={cascade}", "--timeout=20s"] + ns)
+        # shell-operator waits for a foreground Delete (bounded) and returns at once otherwise.
+        wait = ["--timeout=20s"] if operation == "Delete" else ["--wait=false"]
+        sh(kubectl + ["delete", kind, op["name"], "--ignore-not-found", f"--cascade={cascade}"] + wait + ns)
     elif operation in ("MergePatch", "JSONPatch"):
         body = op.get("mergePatch") if operation == "MergePatch" else op.get("jsonPatch")
         kind_flag = "merge" if operation == "MergePatch" else "json"
