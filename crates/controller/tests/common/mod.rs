@@ -361,6 +361,11 @@ pub async fn assert_returned(
     assert!(has_svdm_keys(pvc.metadata.annotations.as_ref()).is_empty());
     assert!(has_svdm_keys(pvc.metadata.labels.as_ref()).is_empty());
     let pv = pvs.get(pv_name).await.expect("pv");
+    // A PV its provisioner started to delete (held only by a finalizer) is not returned.
+    assert!(
+        pv.metadata.deletion_timestamp.is_none(),
+        "PV {pv_name} is being deleted"
+    );
     let spec = pv.spec.as_ref().expect("spec");
     assert_eq!(
         spec.persistent_volume_reclaim_policy.as_deref(),
@@ -436,4 +441,122 @@ pub async fn node_ready(client: &Client) -> bool {
 
 pub fn log_of(c: &Controller) -> String {
     std::fs::read_to_string(&c.log).unwrap_or_default()
+}
+
+/// Where the simulated node keeps a provisioned PV's data: its host directory (Filesystem) or
+/// its loop device (Block), from the simulator's annotations on the PV.
+pub async fn volume_location(client: &Client, pv_name: &str, mode: &str) -> PathBuf {
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let pv = pvs.get(pv_name).await.expect("pv");
+    let key = if mode == "Block" {
+        "sim.svdm.dev/loop-device"
+    } else {
+        "sim.svdm.dev/path"
+    };
+    let path = pv.annotations().get(key).unwrap_or_else(|| {
+        panic!("PV {pv_name} has no {key} annotation (not provisioned by the simulator?)")
+    });
+    PathBuf::from(path)
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so each run writes different data without a
+/// random-number dependency.
+pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn seed_of(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Puts real data on a provisioned volume before it is exported: a few files (one nested, one
+/// empty) for Filesystem, or data at the start, middle and end of the device for Block. Returns
+/// the checksum of the volume's data ([`volume_checksum`]).
+pub async fn write_volume_data(client: &Client, pv_name: &str, mode: &str) -> String {
+    use std::io::{Seek, SeekFrom, Write};
+    let loc = volume_location(client, pv_name, mode).await;
+    let seed = seed_of(pv_name);
+    if mode == "Block" {
+        let mut dev = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&loc)
+            .unwrap_or_else(|e| panic!("open {}: {e}", loc.display()));
+        let size = dev.seek(SeekFrom::End(0)).expect("device size");
+        assert!(
+            size >= 3 << 20,
+            "device {} is too small: {size}",
+            loc.display()
+        );
+        for (i, at) in [0, size / 2, size - (1 << 20)].into_iter().enumerate() {
+            dev.seek(SeekFrom::Start(at)).expect("seek");
+            dev.write_all(&pseudo_random(seed + i as u64, 1 << 20))
+                .expect("write device");
+        }
+        dev.sync_all().expect("sync device");
+    } else {
+        std::fs::create_dir_all(loc.join("dir/sub")).expect("mkdir");
+        std::fs::write(loc.join("a.bin"), pseudo_random(seed, 300_000)).expect("write a");
+        std::fs::write(loc.join("dir/sub/b.txt"), format!("volume {pv_name}\n")).expect("b");
+        std::fs::write(loc.join("dir/empty"), b"").expect("empty");
+        std::fs::write(loc.join("dir/c.bin"), pseudo_random(seed + 1, 70_001)).expect("c");
+    }
+    volume_checksum(client, pv_name, mode).await
+}
+
+/// sha256 over the volume's data: every regular file under the volume root (relative path and
+/// content, in path order) for Filesystem; the whole device for Block.
+pub async fn volume_checksum(client: &Client, pv_name: &str, mode: &str) -> String {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let loc = volume_location(client, pv_name, mode).await;
+    let mut h = Sha256::new();
+    if mode == "Block" {
+        let mut dev =
+            std::fs::File::open(&loc).unwrap_or_else(|e| panic!("open {}: {e}", loc.display()));
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = dev.read(&mut buf).expect("read device");
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    } else {
+        fn walk(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+            let mut entries: Vec<_> = std::fs::read_dir(dir)
+                .unwrap_or_else(|e| panic!("read dir {}: {e}", dir.display()))
+                .map(|e| e.expect("entry").path())
+                .collect();
+            entries.sort();
+            for p in entries {
+                let md = std::fs::symlink_metadata(&p).expect("stat");
+                if md.is_dir() {
+                    walk(root, &p, out);
+                } else if md.is_file() {
+                    out.push(p.strip_prefix(root).expect("under root").to_path_buf());
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(&loc, &loc, &mut files);
+        assert!(!files.is_empty(), "no files under {}", loc.display());
+        for f in files {
+            h.update(f.to_string_lossy().as_bytes());
+            h.update([0]);
+            let data = std::fs::read(loc.join(&f)).expect("read file");
+            h.update((data.len() as u64).to_le_bytes());
+            h.update(&data);
+        }
+    }
+    hex::encode(h.finalize())
 }
