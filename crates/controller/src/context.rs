@@ -37,6 +37,20 @@ impl Context {
 
     /// Publishes an Event on a DataExport; failures are logged, never fatal.
     pub async fn event(&self, de: &DataExport, warning: bool, reason: &str, note: &str) {
+        self.event_for(de, warning, reason, note, "Reconcile").await;
+    }
+
+    /// [`Context::event`] with an explicit action. The recorder folds Events with the same
+    /// object, reason and action into one series that keeps its first note, so a different
+    /// situation with the same reason needs a different action to be told at all.
+    pub async fn event_for(
+        &self,
+        de: &DataExport,
+        warning: bool,
+        reason: &str,
+        note: &str,
+        action: &str,
+    ) {
         let mut note = note.to_owned();
         if note.len() > 1000 {
             let mut cut = 1000;
@@ -53,7 +67,7 @@ impl Context {
             },
             reason: reason.to_owned(),
             note: Some(note),
-            action: "Reconcile".to_owned(),
+            action: action.to_owned(),
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&ev, &de.object_ref(&())).await {

@@ -151,7 +151,14 @@ async fn write_status(
         ctx.metrics.set_phase(&uid, next.phase);
     }
     if let Some((warning, reason, note)) = status::transition(prev, &next) {
-        ctx.event(de, warning, &reason, &note).await;
+        // Events of a deletion (e.g. a return waiting for a lost node, reason ExporterFailed)
+        // must not be folded into the export's earlier Events of the same reason.
+        let action = if next.phase == Some(Phase::Terminating) {
+            "Return"
+        } else {
+            "Reconcile"
+        };
+        ctx.event_for(de, warning, &reason, &note, action).await;
     }
     Ok(())
 }
