@@ -137,3 +137,187 @@ async fn snapshot_is_restored_in_the_module_namespace_and_cleaned_up() {
     ctl.stop().await;
     delete_namespace(&client, &ns).await;
 }
+
+async fn wait_limit_reached(des: &Api<DataExport>, name: &str) -> String {
+    wait_for("Pending with LimitReached", 60, || async {
+        let de = des.get(name).await.ok()?;
+        let st = de.status.as_ref()?;
+        let c = conditions::find(&st.conditions, conditions::READY)?;
+        (st.phase == Some(svdm_api::Phase::Pending) && c.reason == "LimitReached")
+            .then(|| c.message.clone())
+    })
+    .await
+}
+
+/// `--max-concurrent-exports` counts PVC and snapshot exports alike and holds both kinds. Two
+/// controllers share the namespace: A (no limit) starts the exports that run, B (limit 1)
+/// gets the ones that must wait; a running export of either kind blocks one of the other kind.
+/// (Starting once below the limit is not checked here: exports of concurrent tests count too.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_limit_holds_snapshot_and_pvc_exports_alike() {
+    let Some(kc) = kubeconfig() else { return };
+    let client = client(&kc).await;
+    if !sim_storage_available(&client).await {
+        eprintln!("note: no simulated node/CSI driver (e2e/stack.sh up); snapshot test skipped");
+        return;
+    }
+    prepare_cluster(&client).await;
+    let ns = create_namespace(&client, "svdm-limit").await;
+    let id_a = format!("{ns}-a");
+    let id_b = format!("{ns}-b");
+    let ctl_a = start_controller(&kc, &id_a, None, &[]);
+    let ctl_b = start_controller(&kc, &id_b, None, &["--max-concurrent-exports", "1"]);
+    let des: Api<DataExport> = Api::namespaced(client.clone(), &ns);
+    let ready = |name: &'static str| {
+        let des = des.clone();
+        async move {
+            wait_for("Ready", 120, || async {
+                let de = des.get(name).await.ok()?;
+                (de.status?.phase == Some(svdm_api::Phase::Ready)).then_some(())
+            })
+            .await
+        }
+    };
+
+    // A PVC export runs (controller A).
+    let (_pv, _) = make_provisioned_pvc(&client, &ns, "Filesystem").await;
+    create_export(
+        &client,
+        &ns,
+        "de-pvc",
+        &id_a,
+        "1h",
+        "PersistentVolumeClaim",
+        "data",
+    )
+    .await;
+    ready("de-pvc").await;
+
+    // A snapshot export under the limit of 1 waits for it (controller B), touching nothing.
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    let src: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "src"},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "16Mi"}},
+            "storageClassName": "svdm-sim",
+            "volumeMode": "Filesystem",
+        }
+    }))
+    .expect("pvc");
+    pvcs.create(&PostParams::default(), &src)
+        .await
+        .expect("src pvc");
+    wait_for("source PVC Bound", 60, || async {
+        let p = pvcs.get("src").await.ok()?;
+        (p.status?.phase.as_deref() == Some("Bound")).then_some(())
+    })
+    .await;
+    let vss: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &ar("VolumeSnapshot", "volumesnapshots"),
+    );
+    let vs: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1",
+        "kind": "VolumeSnapshot",
+        "metadata": {"name": "snap"},
+        "spec": {"volumeSnapshotClassName": "svdm-sim", "source": {"persistentVolumeClaimName": "src"}},
+    }))
+    .expect("vs");
+    vss.create(&PostParams::default(), &vs).await.expect("vs");
+    wait_for("snapshot ready", 90, || async {
+        let v = vss.get("snap").await.ok()?;
+        v.data["status"]["readyToUse"].as_bool()?.then_some(())
+    })
+    .await;
+    create_export(
+        &client,
+        &ns,
+        "de-snap-b",
+        &id_b,
+        "1h",
+        "VolumeSnapshot",
+        "snap",
+    )
+    .await;
+    let message = wait_limit_reached(&des, "de-snap-b").await;
+    assert!(
+        message.contains("running, the module's limit is 1;"),
+        "{message}"
+    );
+    let uid = des.get("de-snap-b").await.expect("de").uid().expect("uid");
+    let restored: Api<PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), names::MODULE_NAMESPACE);
+    let obj = svdm_controller::objects::object_name(&uid);
+    assert!(restored.get_opt(&obj).await.expect("get").is_none());
+    let contents: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &ar("VolumeSnapshotContent", "volumesnapshotcontents"),
+    );
+    assert!(
+        contents
+            .get_opt(&svdm_controller::objects::snapshot_content_name(&uid))
+            .await
+            .expect("get")
+            .is_none()
+    );
+    let v = vss.get("snap").await.expect("snap");
+    assert!(
+        !v.finalizers()
+            .iter()
+            .any(|f| f == names::FINALIZER_SNAPSHOT_PROTECTION),
+        "a held snapshot export must not protect the snapshot"
+    );
+
+    // A snapshot export runs (controller A); the PVC export ends.
+    create_export(
+        &client,
+        &ns,
+        "de-snap-a",
+        &id_a,
+        "1h",
+        "VolumeSnapshot",
+        "snap",
+    )
+    .await;
+    ready("de-snap-a").await;
+    delete_export(&client, &ns, "de-pvc").await;
+    wait_gone(&client, &ns, "de-pvc", 90).await;
+
+    // Now a PVC export under the limit waits for the snapshot export, touching nothing.
+    create_export(
+        &client,
+        &ns,
+        "de-pvc-b",
+        &id_b,
+        "1h",
+        "PersistentVolumeClaim",
+        "data",
+    )
+    .await;
+    let message = wait_limit_reached(&des, "de-pvc-b").await;
+    assert!(
+        message.contains("running, the module's limit is 1;"),
+        "{message}"
+    );
+    let user = pvcs.get("data").await.expect("data");
+    assert!(
+        !user
+            .finalizers()
+            .iter()
+            .any(|f| f.starts_with(names::PREFIX)),
+        "a held PVC export must not protect the PVC: {:?}",
+        user.finalizers()
+    );
+
+    for name in ["de-pvc-b", "de-snap-b", "de-snap-a"] {
+        delete_export(&client, &ns, name).await;
+    }
+    for name in ["de-pvc-b", "de-snap-b", "de-snap-a"] {
+        wait_gone(&client, &ns, name, 90).await;
+    }
+    ctl_a.stop().await;
+    ctl_b.stop().await;
+    delete_namespace(&client, &ns).await;
+}
