@@ -17,8 +17,9 @@ pub enum NodeState {
     NotReady,
     /// The Node object does not exist.
     Missing,
-    /// The Node could not be read (e.g. no permission): treated as not ready, never as missing,
-    /// so a lack of information never leads to a forced deletion.
+    /// The Node could not be read (e.g. no permission): never taken for missing, so a lack of
+    /// information never leads to a forced deletion; nor reported as lost, since a healthy
+    /// node looks the same (the I/O layer logs the failed read).
     Unknown,
 }
 
@@ -70,15 +71,7 @@ pub fn return_verdict(pod: Option<&ExporterPod>) -> Verdict {
                 pod.name
             ),
         },
-        Some(NodeState::Unknown) => Verdict::WaitLostNode {
-            message: format!(
-                "waiting for exporter pod {}/{} on node {node} to terminate before the volume is given back; \
-                 the node cannot be read, check the controller's permission to get nodes",
-                names::MODULE_NAMESPACE,
-                pod.name
-            ),
-        },
-        Some(NodeState::Ready) | None => Verdict::Wait,
+        Some(NodeState::Ready | NodeState::Unknown) | None => Verdict::Wait,
     }
 }
 
@@ -87,8 +80,8 @@ pub fn serving_problem(pod: &ExporterPod) -> Option<String> {
     let node = pod.node.as_deref()?;
     let pod_name = format!("{}/{}", names::MODULE_NAMESPACE, pod.name);
     match pod.node_state? {
-        NodeState::Ready => None,
-        NodeState::NotReady | NodeState::Unknown => Some(format!(
+        NodeState::Ready | NodeState::Unknown => None,
+        NodeState::NotReady => Some(format!(
             "exporter pod {pod_name} is on node {node} which is not ready; the data is unreachable until the node is back. \
              Deleting the DataExport gives the volume back only once the node is back or its Node object is deleted"
         )),
@@ -135,18 +128,21 @@ mod tests {
             Verdict::Wait
         );
         assert_eq!(return_verdict(Some(&pod(Some("n1"), None))), Verdict::Wait);
+        // Not knowing is never a reason to force anything.
+        assert_eq!(
+            return_verdict(Some(&pod(Some("n1"), Some(NodeState::Unknown)))),
+            Verdict::Wait
+        );
         assert_eq!(
             return_verdict(Some(&pod(Some("n1"), Some(NodeState::Missing)))),
             Verdict::ForceDelete
         );
-        for state in [NodeState::NotReady, NodeState::Unknown] {
-            match return_verdict(Some(&pod(Some("n1"), Some(state)))) {
-                Verdict::WaitLostNode { message } => {
-                    assert!(message.contains("exporter pod"), "{message}");
-                    assert!(message.contains("n1"), "{message}");
-                }
-                other => panic!("{state:?}: {other:?}"),
+        match return_verdict(Some(&pod(Some("n1"), Some(NodeState::NotReady)))) {
+            Verdict::WaitLostNode { message } => {
+                assert!(message.contains("exporter pod"), "{message}");
+                assert!(message.contains("n1"), "{message}");
             }
+            other => panic!("{other:?}"),
         }
     }
 
@@ -169,6 +165,10 @@ mod tests {
             None
         );
         assert_eq!(serving_problem(&pod(Some("n1"), None)), None);
+        assert_eq!(
+            serving_problem(&pod(Some("n1"), Some(NodeState::Unknown))),
+            None
+        );
         assert_eq!(serving_problem(&pod(None, Some(NodeState::NotReady))), None);
         let m = serving_problem(&pod(Some("n1"), Some(NodeState::NotReady))).unwrap_or_default();
         assert!(m.contains("is on node n1 which is not ready"), "{m}");
