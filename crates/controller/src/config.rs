@@ -99,7 +99,7 @@ pub struct Args {
     /// delete-export-pvc, rebind-pv-to-user-pvc, restore-reclaim-policy, unprotect-user-pvc,
     /// clear-pv-record; snapshots: protect-snapshot, create-content-copy, create-snapshot-copy,
     /// create-restored-pvc, unprotect-snapshot, delete-restored-pvc, delete-snapshot-copy,
-    /// delete-content-copy.
+    /// delete-content-copy; a return from a lost node: force-delete-exporter-pod.
     #[arg(long, env = "SVDM_FAULT_AFTER_STEP")]
     pub fault_after_step: Option<String>,
 }
