@@ -20,6 +20,9 @@ pub enum Error {
     InvalidObject(String),
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A guarded write lost a race (a JSON Patch `test` failed): as a 409, retry on a fresh read.
+    #[error("{0} changed concurrently; retrying")]
+    Stale(String),
 }
 
 impl Error {
@@ -27,6 +30,7 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::Kube(kube::Error::Api(s)) if s.code == 409 => "Conflict",
+            Error::Stale(_) => "Conflict",
             Error::Kube(kube::Error::Api(s)) if s.code == 403 => "Forbidden",
             Error::Kube(kube::Error::Api(_)) => "ApiError",
             Error::Kube(_) => "ApiUnavailable",

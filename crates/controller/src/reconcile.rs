@@ -112,6 +112,13 @@ async fn set_finalizer(api: &Api<DataExport>, de: &DataExport, present: bool) ->
     {
         Ok(_) => Ok(()),
         Err(e) if is_not_found(&e) => Ok(()),
+        // The API server answers a failed `test` op with 422 Invalid: someone else changed the
+        // finalizers since our read. That is a conflict, not a bad request.
+        Err(kube::Error::Api(s)) if s.code == 422 => Err(Error::Stale(format!(
+            "the finalizers of DataExport {}/{}",
+            de.namespace().unwrap_or_default(),
+            de.name_any()
+        ))),
         Err(e) => Err(e.into()),
     }
 }

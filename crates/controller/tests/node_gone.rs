@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures::FutureExt;
-use k8s_openapi::api::core::v1::{Event, Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Event, Node, PersistentVolume, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -229,28 +229,7 @@ async fn scenario(
     .await;
 
     // A volume on the private node with data on it.
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
-        "metadata": {"name": "data"},
-        "spec": {
-            "accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": "64Mi"}},
-            "storageClassName": class,
-            "volumeMode": "Filesystem",
-        }
-    }))
-    .expect("pvc");
-    pvcs.create(&PostParams::default(), &pvc)
-        .await
-        .expect("create pvc");
-    let (pv, user_uid) = wait_for("PVC Bound on the private node", 60, || async {
-        let p = pvcs.get("data").await.ok()?;
-        if p.status.as_ref()?.phase.as_deref() != Some("Bound") {
-            return None;
-        }
-        Some((p.spec.as_ref()?.volume_name.clone()?, p.uid()?))
-    })
-    .await;
+    let (pv, user_uid) = make_provisioned_pvc_of_class(client, ns, "Filesystem", class).await;
     let before = write_volume_data(client, &pv, "Filesystem").await;
 
     create_export(client, ns, "de1", ns, "1h", "PersistentVolumeClaim", "data").await;

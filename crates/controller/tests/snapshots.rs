@@ -25,27 +25,16 @@ async fn sim_storage_available(client: &Client) -> bool {
     matches!(classes.get_opt("svdm-sim").await, Ok(Some(_))) && node_ready(client).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn snapshot_is_restored_in_the_module_namespace_and_cleaned_up() {
-    let Some(kc) = kubeconfig() else { return };
-    let client = client(&kc).await;
-    if !sim_storage_available(&client).await {
-        eprintln!("note: no simulated node/CSI driver (e2e/stack.sh up); snapshot test skipped");
-        return;
-    }
-    prepare_cluster(&client).await;
-    let ns = create_namespace(&client, "svdm-snap").await;
-    let id = ns.clone();
-    let ctl = start_controller(&kc, &id, None, &[]);
-
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+/// A PVC `src` of the simulated storage class, Bound, and a ready VolumeSnapshot `snap` of it.
+async fn ready_snapshot(client: &Client, ns: &str, mode: &str, size: &str) -> Api<DynamicObject> {
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
     let src: PersistentVolumeClaim = serde_json::from_value(json!({
         "metadata": {"name": "src"},
         "spec": {
             "accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": "64Mi"}},
+            "resources": {"requests": {"storage": size}},
             "storageClassName": "svdm-sim",
-            "volumeMode": "Block",
+            "volumeMode": mode,
         }
     }))
     .expect("pvc");
@@ -57,11 +46,8 @@ async fn snapshot_is_restored_in_the_module_namespace_and_cleaned_up() {
         (p.status?.phase.as_deref() == Some("Bound")).then_some(())
     })
     .await;
-    let vss: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        &ns,
-        &ar("VolumeSnapshot", "volumesnapshots"),
-    );
+    let vss: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &ar("VolumeSnapshot", "volumesnapshots"));
     let vs: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "snapshot.storage.k8s.io/v1",
         "kind": "VolumeSnapshot",
@@ -75,6 +61,23 @@ async fn snapshot_is_restored_in_the_module_namespace_and_cleaned_up() {
         v.data["status"]["readyToUse"].as_bool()?.then_some(())
     })
     .await;
+    vss
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_is_restored_in_the_module_namespace_and_cleaned_up() {
+    let Some(kc) = kubeconfig() else { return };
+    let client = client(&kc).await;
+    if !sim_storage_available(&client).await {
+        eprintln!("note: no simulated node/CSI driver (e2e/stack.sh up); snapshot test skipped");
+        return;
+    }
+    prepare_cluster(&client).await;
+    let ns = create_namespace(&client, "svdm-snap").await;
+    let id = ns.clone();
+    let ctl = start_controller(&kc, &id, None, &[]);
+
+    let vss = ready_snapshot(&client, &ns, "Block", "64Mi").await;
 
     create_export(&client, &ns, "de1", &id, "1h", "VolumeSnapshot", "snap").await;
     let des: Api<DataExport> = Api::namespaced(client.clone(), &ns);
@@ -194,43 +197,8 @@ async fn export_limit_holds_snapshot_and_pvc_exports_alike() {
     ready("de-pvc").await;
 
     // A snapshot export under the limit of 1 waits for it (controller B), touching nothing.
+    let vss = ready_snapshot(&client, &ns, "Filesystem", "16Mi").await;
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
-    let src: PersistentVolumeClaim = serde_json::from_value(json!({
-        "metadata": {"name": "src"},
-        "spec": {
-            "accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": "16Mi"}},
-            "storageClassName": "svdm-sim",
-            "volumeMode": "Filesystem",
-        }
-    }))
-    .expect("pvc");
-    pvcs.create(&PostParams::default(), &src)
-        .await
-        .expect("src pvc");
-    wait_for("source PVC Bound", 60, || async {
-        let p = pvcs.get("src").await.ok()?;
-        (p.status?.phase.as_deref() == Some("Bound")).then_some(())
-    })
-    .await;
-    let vss: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        &ns,
-        &ar("VolumeSnapshot", "volumesnapshots"),
-    );
-    let vs: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "snapshot.storage.k8s.io/v1",
-        "kind": "VolumeSnapshot",
-        "metadata": {"name": "snap"},
-        "spec": {"volumeSnapshotClassName": "svdm-sim", "source": {"persistentVolumeClaimName": "src"}},
-    }))
-    .expect("vs");
-    vss.create(&PostParams::default(), &vs).await.expect("vs");
-    wait_for("snapshot ready", 90, || async {
-        let v = vss.get("snap").await.ok()?;
-        v.data["status"]["readyToUse"].as_bool()?.then_some(())
-    })
-    .await;
     create_export(
         &client,
         &ns,

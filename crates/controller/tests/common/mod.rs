@@ -211,13 +211,23 @@ impl Controller {
 /// PVC `data` provisioned by the simulated node's CSI driver (StorageClass `svdm-sim`), so an
 /// exporter pod can really mount it. Returns (PV name, PVC uid).
 pub async fn make_provisioned_pvc(client: &Client, ns: &str, mode: &str) -> (String, String) {
+    make_provisioned_pvc_of_class(client, ns, mode, "svdm-sim").await
+}
+
+/// PVC `data` of `class`, Bound by its provisioner. Returns (PV name, PVC uid).
+pub async fn make_provisioned_pvc_of_class(
+    client: &Client,
+    ns: &str,
+    mode: &str,
+    class: &str,
+) -> (String, String) {
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
     let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
         "metadata": {"name": "data"},
         "spec": {
             "accessModes": ["ReadWriteOnce"],
             "resources": {"requests": {"storage": "64Mi"}},
-            "storageClassName": "svdm-sim",
+            "storageClassName": class,
             "volumeMode": mode,
         }
     }))
