@@ -16,7 +16,9 @@ For a lifecycle binding (beforeHelm, afterHelm, afterDeleteHelm) it:
 
 Usage:
   hook-runner.py --hooks-bin BIN --binding beforeHelm --values IN.yaml --out OUT.yaml \
-      --kubectl KUBECTL --kubeconfig KUBECONFIG [--apply-kube]
+      --kubectl KUBECTL --kubeconfig KUBECONFIG [--apply-kube] [--retries N --retry-delay S]
+With --retries a failed run (the hook, or any object patch, e.g. a JSON Patch whose `test` operation
+does not hold on the live object) is printed and re-run from fresh snapshots, as addon-operator does.
 IN.yaml holds {global: ..., storageVolumeDataManager: ...}; OUT.yaml gets the values after the hooks.
 """
 
@@ -28,6 +30,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 
 import yaml
 
@@ -128,6 +131,23 @@ def kube_ops(text):
     return ops
 
 
+def failed_tests(kubectl, kind, name, ns, tests):
+    """The RFC 6902 `test` operations that do not hold on the live object (re-read after a rejected
+    patch), as `path: want X, live Y` strings."""
+    p = sh(kubectl + ["get", kind, name, "-o", "json"] + ns, check=False)
+    if p.returncode != 0:
+        return []
+    live = json.loads(p.stdout)
+    failed = []
+    for t in tests:
+        node = live
+        for part in pointer_parts(t["path"]):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node != t.get("value"):
+            failed.append(f"test {t['path']}: want {json.dumps(t.get('value'))}, live {json.dumps(node)}")
+    return failed
+
+
 def apply_kube_op(kubectl, op):
     kind = resource({"apiVersion": op.get("apiVersion", "v1"), "kind": op["kind"]}) if "kind" in op else None
     ns = ["-n", op["namespace"]] if op.get("namespace") else []
@@ -143,6 +163,13 @@ def apply_kube_op(kubectl, op):
         sub = ["--subresource", op["subresource"]] if op.get("subresource") else []
         p = sh(kubectl + ["patch", kind, op["name"], "--type", kind_flag, "-p", json.dumps(body)] + ns + sub, check=False)
         if p.returncode != 0 and not (op.get("ignoreMissingObject") and "NotFound" in p.stderr):
+            tests = [t for t in (body if operation == "JSONPatch" and isinstance(body, list) else []) if t.get("op") == "test"]
+            failed = failed_tests(kubectl, kind, op["name"], ns, tests) if tests else []
+            if failed:
+                # kubectl only says "The request is invalid"; name the test(s) that did not hold.
+                raise RunnerError(f"JSONPatch {kind}/{op['name']}: a test operation failed on the live object, "
+                                  f"the whole patch was rejected and nothing written ({'; '.join(failed)}): "
+                                  f"{p.stderr.strip()}")
             raise RunnerError(f"{operation} {kind}/{op['name']}: {p.stderr.strip()}")
     elif operation == "JQPatch":
         p = sh(kubectl + ["get", kind, op["name"], "-o", "json"] + ns, check=False)
@@ -163,6 +190,56 @@ def apply_kube_op(kubectl, op):
         raise RunnerError(f"unknown object-patch operation {operation!r}")
 
 
+def run_hook(args, kubectl, index, hook, values):
+    """One run of one hook: fresh snapshots, `hook run`, values and object patches. Returns the new
+    values; raises RunnerError (after applying every operation it could, as shell-operator's
+    ObjectPatcher does) when the hook or any operation failed."""
+    values = copy.deepcopy(values)
+    name = hook["metadata"]["name"]
+    snapshots = {b["name"]: snapshot(kubectl, b) for b in hook.get("kubernetes", [])}
+    context = [{"binding": args.binding, "snapshots": snapshots}]
+    with tempfile.TemporaryDirectory() as d:
+        paths = {k: os.path.join(d, f"{k}.json") for k in
+                 ("BINDING_CONTEXT_PATH", "VALUES_PATH", "CONFIG_VALUES_PATH", "VALUES_JSON_PATCH_PATH",
+                  "CONFIG_VALUES_JSON_PATCH_PATH", "KUBERNETES_PATCH_PATH", "METRICS_PATH")}
+        config_values = {"global": {}, VALUES_KEY: {k: v for k, v in values[VALUES_KEY].items() if k != "internal"}}
+        for key, content in (("BINDING_CONTEXT_PATH", context), ("VALUES_PATH", values),
+                             ("CONFIG_VALUES_PATH", config_values)):
+            with open(paths[key], "w", encoding="utf-8") as f:
+                json.dump(content, f)
+        for key in ("VALUES_JSON_PATCH_PATH", "CONFIG_VALUES_JSON_PATCH_PATH", "KUBERNETES_PATCH_PATH", "METRICS_PATH"):
+            open(paths[key], "w").close()
+        env = dict(paths, MODULE_NAME="storage-volume-data-manager", PATH=os.environ.get("PATH", ""))
+        p = sh([args.hooks_bin, "hook", "run", str(index)], env=env, check=False)
+        if p.stderr.strip():
+            print(f"hook {name}: {p.stderr.strip()}", file=sys.stderr)
+        if p.returncode != 0:
+            raise RunnerError(f"hook {name} failed")
+        patch_text = open(paths["VALUES_JSON_PATCH_PATH"], encoding="utf-8").read()
+        ops = kube_ops(open(paths["KUBERNETES_PATCH_PATH"], encoding="utf-8").read())
+        # shell-operator applies every operation, collects the errors and fails the run with them
+        # (pkg/kube/object_patch/patch.go): a failed operation does not stop the later ones.
+        errors = []
+        for op in ops:
+            if args.apply_kube:
+                try:
+                    apply_kube_op(kubectl, op)
+                except RunnerError as e:
+                    print(f"hook {name}: object patch failed: {e}", file=sys.stderr)
+                    errors.append(str(e))
+            else:
+                print(f"hook {name}: object patch (not applied): {json.dumps(op)}", file=sys.stderr)
+        if errors:
+            raise RunnerError(f"hook {name}: {len(errors)} of {len(ops)} object patch(es) failed: " + "; ".join(errors))
+        if patch_text.strip():
+            apply_values_patch(values, json.loads(patch_text))
+        for line in open(paths["METRICS_PATH"], encoding="utf-8").read().splitlines():
+            if line.strip():
+                print(f"hook {name}: metric {line}", file=sys.stderr)
+        print(f"hook {name}: ok ({len(ops)} object patch(es))", file=sys.stderr)
+    return values
+
+
 def run(args):
     kubectl = [args.kubectl, "--kubeconfig", args.kubeconfig]
     listing = sh([args.hooks_bin, "hook", "list"], env={}).stdout
@@ -177,39 +254,21 @@ def run(args):
     selected = sorted(((h[args.binding], i, h) for i, h in enumerate(config["hooks"]) if args.binding in h),
                       key=lambda t: (t[0], t[1]))
     for _, index, hook in selected:
-        snapshots = {b["name"]: snapshot(kubectl, b) for b in hook.get("kubernetes", [])}
-        context = [{"binding": args.binding, "snapshots": snapshots}]
-        with tempfile.TemporaryDirectory() as d:
-            paths = {k: os.path.join(d, f"{k}.json") for k in
-                     ("BINDING_CONTEXT_PATH", "VALUES_PATH", "CONFIG_VALUES_PATH", "VALUES_JSON_PATCH_PATH",
-                      "CONFIG_VALUES_JSON_PATCH_PATH", "KUBERNETES_PATCH_PATH", "METRICS_PATH")}
-            config_values = {"global": {}, VALUES_KEY: {k: v for k, v in values[VALUES_KEY].items() if k != "internal"}}
-            for key, content in (("BINDING_CONTEXT_PATH", context), ("VALUES_PATH", values),
-                                 ("CONFIG_VALUES_PATH", config_values)):
-                with open(paths[key], "w", encoding="utf-8") as f:
-                    json.dump(content, f)
-            for key in ("VALUES_JSON_PATCH_PATH", "CONFIG_VALUES_JSON_PATCH_PATH", "KUBERNETES_PATCH_PATH", "METRICS_PATH"):
-                open(paths[key], "w").close()
-            env = dict(paths, MODULE_NAME="storage-volume-data-manager", PATH=os.environ.get("PATH", ""))
-            p = sh([args.hooks_bin, "hook", "run", str(index)], env=env, check=False)
-            name = hook["metadata"]["name"]
-            if p.stderr.strip():
-                print(f"hook {name}: {p.stderr.strip()}", file=sys.stderr)
-            if p.returncode != 0:
-                raise RunnerError(f"hook {name} failed")
-            patch_text = open(paths["VALUES_JSON_PATCH_PATH"], encoding="utf-8").read()
-            if patch_text.strip():
-                apply_values_patch(values, json.loads(patch_text))
-            ops = kube_ops(open(paths["KUBERNETES_PATCH_PATH"], encoding="utf-8").read())
-            for op in ops:
-                if args.apply_kube:
-                    apply_kube_op(kubectl, op)
-                else:
-                    print(f"hook {name}: object patch (not applied): {json.dumps(op)}", file=sys.stderr)
-            for line in open(paths["METRICS_PATH"], encoding="utf-8").read().splitlines():
-                if line.strip():
-                    print(f"hook {name}: metric {line}", file=sys.stderr)
-            print(f"hook {name}: ok ({len(ops)} object patch(es))", file=sys.stderr)
+        name = hook["metadata"]["name"]
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                values = run_hook(args, kubectl, index, hook, values)
+                break
+            except RunnerError as e:
+                # addon-operator retries a failed hook task with backoff, from fresh snapshots
+                # (deckhouse-conventions.md §3.9); --retries N emulates that, bounded.
+                if attempt > args.retries:
+                    raise
+                print(f"hook {name}: attempt {attempt} failed, retrying in {args.retry_delay}s "
+                      f"from a fresh snapshot: {e}", file=sys.stderr)
+                time.sleep(args.retry_delay)
     with open(args.out, "w", encoding="utf-8") as f:
         yaml.safe_dump(values, f)
 
@@ -223,6 +282,9 @@ def main():
     ap.add_argument("--kubectl", required=True)
     ap.add_argument("--kubeconfig", required=True)
     ap.add_argument("--apply-kube", action="store_true")
+    ap.add_argument("--retries", type=int, default=0,
+                    help="re-run a failed hook up to N times from fresh snapshots (addon-operator retries failed hooks)")
+    ap.add_argument("--retry-delay", type=float, default=2.0, help="seconds between retries")
     args = ap.parse_args()
     try:
         run(args)

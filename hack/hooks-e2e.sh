@@ -19,7 +19,13 @@
 #      with the real snapshot-controller: every module-namespace object and the copied content are
 #      gone, the user's VolumeSnapshot and content are intact (not deleting, same content, deletion
 #      policy unchanged) and unprotected, the DataExport's finalizer released.
+#   5. afterDeleteHelm with the PV already Released (export PVC deleted just before, claimRef still
+#      naming it, policy Retain): the runs (with addon-operator's retries emulated) end with the PV
+#      Bound to the user PVC under Delete, the same PV object, and a poller that watched the PV
+#      throughout never saw it Released (or Failed) under Delete, deleting or gone.
 #   4. afterDeleteHelm again: the second run succeeds and changes nothing.
+#   6. the guard itself: the runner applying the hook's guarded restore to a PV that is not Bound
+#      gets it rejected by the API server, reported as a failed test op, and the PV keeps Retain.
 #   2. beforeHelm with a legacy export in flight: the same for the legacy names, the legacy-expired
 #      DataExport marked Expired; a second run writes the marker; a third does nothing.
 set -euo pipefail
@@ -34,8 +40,10 @@ if [[ ! -f "${TESTENV_DIR}/env" ]]; then
   started=1
 fi
 SIM_PID=""
+POLL_PID=""
 cleanup() {
   if [[ -n "${SIM_PID}" ]]; then kill "${SIM_PID}" 2>/dev/null || true; wait "${SIM_PID}" 2>/dev/null || true; fi
+  if [[ -n "${POLL_PID}" ]]; then kill "${POLL_PID}" 2>/dev/null || true; wait "${POLL_PID}" 2>/dev/null || true; fi
   if [[ -n "${WORK:-}" ]]; then rm -rf "${WORK}"; fi
   if [[ "${started}" == "1" && "${HOOKS_E2E_KEEP:-0}" != "1" ]]; then
     e2e/testenv.sh down >&2 || true
@@ -74,7 +82,7 @@ wait_for() { # seconds, command...
     sleep 1
   done
 }
-run_hooks() { # binding
+run_hooks() { # binding [hook-runner options...]
   python3 - hack/lint/global-values.yaml "${WORK}/in.yaml" <<'PY'
 import sys, yaml
 g = yaml.safe_load(open(sys.argv[1]))
@@ -82,8 +90,11 @@ g["storageVolumeDataManager"] = {"internal": {}, "https": {}}
 yaml.safe_dump(g, open(sys.argv[2], "w"))
 PY
   python3 hack/hook-runner.py --hooks-bin "${HOOKS_BIN}" --binding "$1" --values "${WORK}/in.yaml" \
-    --out "${WORK}/out.yaml" --kubectl "${TESTENV_BIN}/kubectl" --kubeconfig "${TESTENV_KUBECONFIG}" --apply-kube
+    --out "${WORK}/out.yaml" --kubectl "${TESTENV_BIN}/kubectl" --kubeconfig "${TESTENV_KUBECONFIG}" --apply-kube "${@:2}"
 }
+# afterDeleteHelm with addon-operator's retry of a failed run (a guarded restore whose `test` does
+# not hold yet fails the run; the retry starts from fresh snapshots).
+run_disable() { run_hooks afterDeleteHelm --retries 10 --retry-delay 2; }
 
 "${K[@]}" apply --server-side -f crds/dataexports.yaml >/dev/null
 
@@ -344,8 +355,32 @@ YAML
 make_exporter_objects "${SN}" "${DE_S}"
 check "snapshot copy bound to its content copy" wait_for 60 bash -c "[[ \$('${K[0]}' --kubeconfig '${TESTENV_KUBECONFIG}' -n ${NS} get volumesnapshot ${SN} -o jsonpath='{.status.boundVolumeSnapshotContentName}') == svdm-${SN} ]]"
 
-echo "== module disabled: one afterDeleteHelm run" >&2
-run_hooks afterDeleteHelm
+echo "== scenario 5: module disabled with the PV already Released (export PVC deleted just before)" >&2
+make_bound_pv hooks-r data pv-hooks-r
+UID_R=$(hand_over hooks-r data pv-hooks-r exp-hooks-r \
+  '{"svdm.storage.deckhouse.io/dataexport-namespace":"hooks-r","svdm.storage.deckhouse.io/dataexport-name":"backup","svdm.storage.deckhouse.io/dataexport-uid":"de-r","svdm.storage.deckhouse.io/original-reclaim-policy":"Delete","svdm.storage.deckhouse.io/original-claim-namespace":"hooks-r","svdm.storage.deckhouse.io/original-claim-name":"data","svdm.storage.deckhouse.io/original-claim-uid":"'"$(jp -n hooks-r pvc data -o jsonpath='{.metadata.uid}')"'"}' \
+  '{"svdm.storage.deckhouse.io/exported":"true","svdm.storage.deckhouse.io/dataexport-uid":"de-r"}' \
+  svdm.storage.deckhouse.io/export-protection \
+  '{"svdm.storage.deckhouse.io/dataexport-uid":"de-r"}' \
+  '{"svdm.storage.deckhouse.io/managed":"true","svdm.storage.deckhouse.io/dataexport-uid":"de-r"}')
+EXPORT_R_UID=$(jp -n "${NS}" pvc exp-hooks-r -o jsonpath='{.metadata.uid}')
+PV_R_UID=$(jp pv pv-hooks-r -o jsonpath='{.metadata.uid}')
+# The controller deleted the export PVC (no exporter pod holds it) just before the module was
+# disabled: the PV binder marks the PV Released while claimRef still names the export PVC.
+"${K[@]}" -n "${NS}" delete pvc exp-hooks-r --wait=true >/dev/null
+check "released: PV Released, claimRef still the export PVC, policy Retain" wait_for 60 bash -c "[[ \$('${K[0]}' --kubeconfig '${TESTENV_KUBECONFIG}' get pv pv-hooks-r -o jsonpath='{.status.phase}/{.spec.claimRef.uid}/{.spec.persistentVolumeReclaimPolicy}') == 'Released/${EXPORT_R_UID}/Retain' ]]"
+# Watches the PV through the whole run: a Released (or Failed) PV under Delete is what loses data.
+poll_pv() {
+  while true; do
+    jp pv pv-hooks-r -o jsonpath='{.metadata.uid} {.status.phase} {.spec.persistentVolumeReclaimPolicy} {.metadata.deletionTimestamp}{"\n"}' 2>/dev/null || echo "gone"
+    sleep 0.2
+  done
+}
+poll_pv >"${WORK}/pv-hooks-r.log" &
+POLL_PID=$!
+
+echo "== module disabled: afterDeleteHelm (with addon-operator's retries)" >&2
+run_disable 2>&1 | tee "${WORK}/disable.log" >&2
 # Right after the run, before the binder or anything else had to act: the return is complete.
 check "in one run: PV claimRef names the user PVC with its uid" test "$(jp pv pv-hooks-a -o jsonpath='{.spec.claimRef.namespace}/{.spec.claimRef.name}/{.spec.claimRef.uid}')" == "hooks-a/data/${UID_A}"
 check "in one run: reclaim policy Delete restored" test "$(jp pv pv-hooks-a -o jsonpath='{.spec.persistentVolumeReclaimPolicy}')" == Delete
@@ -370,9 +405,26 @@ user_snapshot_intact() {
 }
 check "snapshot: the user's VolumeSnapshot and content intact and unprotected" user_snapshot_intact
 check "snapshot: no storage snapshot deleted" test ! -s "${DELETED_SNAPSHOTS}"
+check "released: user PVC Bound to its PV again, reclaim policy Delete restored" wait_for 60 returned hooks-r data pv-hooks-r Delete
+check "released: PV Bound with claimRef the user PVC (uid)" test "$(jp pv pv-hooks-r -o jsonpath='{.status.phase}/{.spec.claimRef.uid}')" == "Bound/${UID_R}"
+check "released: same PV object (never deleted), same user PVC" test "$(jp pv pv-hooks-r -o jsonpath='{.metadata.uid}|{.metadata.deletionTimestamp}|{.spec.hostPath.path}')/$(jp -n hooks-r pvc data -o jsonpath='{.metadata.uid}')" == "${PV_R_UID}||/tmp/hooks-e2e/pv-hooks-r/${UID_R}"
+check "released: no svdm key left" no_marks hooks-r data pv-hooks-r svdm.storage.deckhouse.io
+kill "${POLL_PID}" 2>/dev/null || true
+wait "${POLL_PID}" 2>/dev/null || true
+POLL_PID=""
+echo "released: $(sort "${WORK}/pv-hooks-r.log" | uniq -c | tr '\n' ';')" >&2
+check "released: PV observed during the run" test -s "${WORK}/pv-hooks-r.log"
+check "released: at no observed point Released/Failed with Delete, deleting or gone" \
+  bash -c "! grep -Eq '^gone|(Released|Failed) (Delete|Recycle)|Z\$' '${WORK}/pv-hooks-r.log' && ! grep -vq '^${PV_R_UID} ' '${WORK}/pv-hooks-r.log'"
+if grep -q "a test operation failed" "${WORK}/disable.log"; then
+  echo "released: a guarded restore was rejected by its test and the retry finished the return" >&2
+else
+  echo "released: the PV was Bound again before the guarded restore was applied (no retry needed)" >&2
+fi
 
 echo "== scenario 4: afterDeleteHelm again (idempotent)" >&2
-check "second run succeeds" run_hooks afterDeleteHelm
+check "second run succeeds" run_disable
+check "second run: released PV still Bound with Delete, same object" test "$(jp pv pv-hooks-r -o jsonpath='{.metadata.uid}/{.status.phase}/{.spec.persistentVolumeReclaimPolicy}')" == "${PV_R_UID}/Bound/Delete"
 check "second run: user PVC still Bound, reclaim policy Delete" returned hooks-a data pv-hooks-a Delete
 check "second run: still no svdm key" no_marks hooks-a data pv-hooks-a svdm.storage.deckhouse.io
 check "second run: user's snapshot still intact" user_snapshot_intact
@@ -422,6 +474,42 @@ run_hooks beforeHelm
 check "a clean run writes the marker" test "$(jp -n "${NS}" configmap svdm-migration -o jsonpath='{.data.legacy-go}')" == "done"
 run_hooks beforeHelm 2>"${WORK}/third.log"
 check "with the marker the migration does nothing" grep -q "hook migrate-legacy: ok (0 object patch(es))" "${WORK}/third.log"
+
+echo "== scenario 6: the API server evaluates the guard's test ops on the live PV" >&2
+"${K[@]}" apply -f - >/dev/null <<'YAML'
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: pv-hooks-t
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: hooks-e2e-unused
+  hostPath: {path: /tmp/hooks-e2e/pv-hooks-t}
+YAML
+check "guard: PV Available" wait_for 30 bash -c "[[ \$('${K[0]}' --kubeconfig '${TESTENV_KUBECONFIG}' get pv pv-hooks-t -o jsonpath='{.status.phase}') == Available ]]"
+guard_rejected() { # the runner applies the hook's guarded restore to a PV that is not Bound
+  python3 - "${TESTENV_BIN}/kubectl" "${TESTENV_KUBECONFIG}" <<'PY'
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("runner", "hack/hook-runner.py")
+r = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(r)
+op = {"operation": "JSONPatch", "apiVersion": "v1", "kind": "PersistentVolume", "name": "pv-hooks-t",
+      "jsonPatch": [{"op": "test", "path": "/status/phase", "value": "Bound"},
+                    {"op": "test", "path": "/spec/claimRef/uid", "value": "x"},
+                    {"op": "replace", "path": "/spec/persistentVolumeReclaimPolicy", "value": "Delete"}]}
+try:
+    r.apply_kube_op([sys.argv[1], "--kubeconfig", sys.argv[2]], op)
+except r.RunnerError as e:
+    print(e, file=sys.stderr)
+    sys.exit(0 if "a test operation failed" in str(e) else 1)
+sys.exit(1)
+PY
+}
+check "guard: the restore on a PV that is not Bound is rejected and reported as a failed test" guard_rejected
+check "guard: the PV keeps Retain" test "$(jp pv pv-hooks-t -o jsonpath='{.spec.persistentVolumeReclaimPolicy}')" == Retain
+"${K[@]}" delete pv pv-hooks-t --wait=false >/dev/null
 
 echo "hooks e2e: ${passed} passed, ${failed} failed" >&2
 echo "${passed} passed, ${failed} failed"

@@ -9,27 +9,34 @@
 //! deletions are requested in the background and the API server, the garbage collector, the PV
 //! binder and the snapshot-controller finish them without the module.
 //!
-//! 1. VolumeSnapshot exports: release our protection finalizer on the user's VolumeSnapshot first
-//!    (the controller's return does the same; the snapshot itself is never touched otherwise);
-//! 2. delete the exporter objects (Ingress, Pod, Service, Lease, Secrets) and the module's PVCs
+//! 1. per exported PV whose record is complete and whose user PVC still exists with the recorded
+//!    uid: point `claimRef` back at the user PVC (uid) while the PV is still `Retain`. This comes
+//!    before any export PVC delete: once `claimRef` names the user PVC, deleting the export PVC
+//!    only turns it `Lost` and never releases the PV;
+//! 2. restore the original reclaim policy and clear the PV's record (annotations and tracking
+//!    label) in one JSON Patch guarded by `test` operations on the live PV: `status.phase` is
+//!    `Bound` and `spec.claimRef.uid` is the user PVC's. A `Released` PV under `Delete` is deleted
+//!    with its data by the CSI external-provisioner whatever `claimRef` says, and the PV is
+//!    `Released` if the export PVC's deletion was processed before the rebind (e.g. the
+//!    controller deleted it just before the module was disabled). The controller waits for
+//!    `Bound`; the hook cannot wait, so the API server checks, atomically with the write. A failed
+//!    `test` fails the operation and the run, and addon-operator retries it (see
+//!    `restore_and_clear`); the PV keeps `Retain` and its record meanwhile. An original policy
+//!    of `Retain` needs no guard;
+//! 3. remove our finalizer, annotations and labels from the user PVC;
+//! 4. VolumeSnapshot exports: release our protection finalizer on the user's VolumeSnapshot (the
+//!    controller's return does the same; the snapshot itself is never touched otherwise);
+//! 5. delete the exporter objects (Ingress, Pod, Service, Lease, Secrets) and the module's PVCs
 //!    (export PVCs and restored PVCs);
-//! 3. VolumeSnapshot exports: pin the copied VolumeSnapshotContent to `deletionPolicy: Retain`
+//! 6. VolumeSnapshot exports: pin the copied VolumeSnapshotContent to `deletionPolicy: Retain`
 //!    (deleting a copy must never delete the snapshot it shares with the user's), then delete the
 //!    copied VolumeSnapshot and content;
-//! 4. per exported PV whose record is complete and whose user PVC still exists with the recorded
-//!    uid: point `claimRef` back at the user PVC (uid) while the PV is still `Retain`. This does not
-//!    wait for the export PVC to be gone: the PV stays `Retain` until step 5, and once `claimRef`
-//!    names the user PVC a left-over export PVC only turns `Lost`;
-//! 5. restore the original reclaim policy, guarded by a JSON Patch `test` that `claimRef` carries the
-//!    user PVC's uid. The controller waits for `Bound` before this step; the hook cannot, and does
-//!    not need to for safety: the user PVC exists with that uid, and the PV controller never
-//!    reclaims a volume whose `claimRef` names an existing claim with a matching uid (it binds it);
-//! 6. remove our finalizer, annotations and labels from the user PVC;
-//! 7. clear the PV's record, the tracking label last (same write);
-//! 8. release DataExport finalizers, so DataExports, their namespaces and the CRD can be deleted.
+//! 7. release DataExport finalizers, so DataExports, their namespaces and the CRD can be deleted.
 //!
 //! Running it again is harmless: every operation is a no-op on a returned object (deletes of
-//! missing objects succeed, patches ignore missing objects, the reclaim-policy patch is guarded).
+//! missing objects succeed, patches ignore missing objects, a rebind already done is not
+//! repeated, a restored policy is left alone), and a run whose guarded restore failed is finished
+//! by the retry: the PV still carries its record and tracking label.
 //!
 //! A PV whose record does not add up is never guessed at: it keeps `Retain`, gets the
 //! inconsistent label, and the hook reports it on stderr (the data is safe; an administrator
@@ -93,6 +100,10 @@ pub struct PvView {
     pub claim_ref: Option<Claim>,
     #[serde(default, rename = "reclaimPolicy")]
     pub reclaim_policy: Option<String>,
+    /// `status.phase` as the snapshot saw it (informational: the restore is guarded on the live
+    /// object, never decided from this).
+    #[serde(default)]
+    pub phase: Option<String>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
     #[serde(default)]
@@ -244,12 +255,12 @@ pub fn return_pv(pv: &PvView, pvcs: &[PvcView], out: &mut Output) -> PvOutcome {
                 pv.name, claim.namespace, claim.name, u.uid, claim.uid
             ));
         }
-        // The PVC binding sees only PVCs with our label. Without it the return had already
-        // restored the policy and released the PVC: only the PV's record is left to clear.
-        None if pv.claim_ref.as_ref() == Some(&claim)
-            && pv.reclaim_policy.as_deref() == Some(policy.as_str()) =>
-        {
-            clear_record(out, &pv.name);
+        // The PVC binding sees only PVCs with our label. Without it, an earlier run already
+        // rebound the PV and released the user PVC: either it also restored the policy (only the
+        // record is left to clear) or its guarded restore failed because the PV was not Bound
+        // yet (restore now, guarded again: the `test` on the live PV decides).
+        None if pv.claim_ref.as_ref() == Some(&claim) => {
+            restore_and_clear(out, pv, &claim, &policy);
             return PvOutcome::Returned;
         }
         None => {
@@ -261,7 +272,9 @@ pub fn return_pv(pv: &PvView, pvcs: &[PvcView], out: &mut Output) -> PvOutcome {
         }
     }
 
-    // 4. Retain first (if someone changed it), then claimRef back to the user PVC with its uid.
+    // Rebind: Retain first (if someone changed it), then claimRef back to the user PVC with its
+    // uid. Emitted before any export PVC delete: once claimRef names the user PVC, deleting the
+    // export PVC only turns it `Lost` and never releases the PV.
     let mut ops = Vec::new();
     if pv.reclaim_policy.as_deref() != Some("Retain") && pv.claim_ref.as_ref() != Some(&claim) {
         ops.push(json!({"op": "replace", "path": "/spec/persistentVolumeReclaimPolicy", "value": "Retain"}));
@@ -275,40 +288,119 @@ pub fn return_pv(pv: &PvView, pvcs: &[PvcView], out: &mut Output) -> PvOutcome {
             "name": pv.name, "jsonPatch": ops,
         }));
     }
-    // 5. The original reclaim policy, only while claimRef carries the user PVC's uid.
-    out.kube(json!({
-        "operation": "JSONPatch", "apiVersion": "v1", "kind": "PersistentVolume", "name": pv.name,
-        "jsonPatch": [
-            {"op": "test", "path": "/spec/claimRef/uid", "value": claim.uid},
-            {"op": "replace", "path": "/spec/persistentVolumeReclaimPolicy", "value": policy},
-        ],
-    }));
-    // 6. The user PVC: our finalizer, owner annotations and labels.
+    // Restore the original policy (guarded) and clear the record in the same write.
+    let rebound = PvView {
+        claim_ref: Some(claim.clone()),
+        reclaim_policy: if ops.is_empty() {
+            pv.reclaim_policy.clone()
+        } else {
+            Some("Retain".to_owned())
+        },
+        ..pv.clone()
+    };
+    restore_and_clear(out, &rebound, &claim, &policy);
+    // The user PVC: our finalizer, owner annotations and labels. After the restore, but not
+    // atomic with it: addon-operator applies the remaining operations even when an earlier one
+    // fails, so a retry may no longer see this PVC through the binding (see the `None` arm above).
     unprotect_pvc(out, &claim.namespace, &claim.name);
-    // 7. The PV's record; the tracking label goes in the same write, never before.
-    clear_record(out, &pv.name);
     PvOutcome::Returned
 }
 
-fn clear_record(out: &mut Output, pv: &str) {
-    let mut annotations = serde_json::Map::new();
-    for k in [
-        names::ANN_OWNER_NAMESPACE,
-        names::ANN_OWNER_NAME,
-        names::ANN_OWNER_UID,
-        names::ANN_PV_ORIGINAL_RECLAIM_POLICY,
-        names::ANN_PV_ORIGINAL_CLAIM_NAMESPACE,
-        names::ANN_PV_ORIGINAL_CLAIM_NAME,
-        names::ANN_PV_ORIGINAL_CLAIM_UID,
-    ] {
-        annotations.insert(k.to_owned(), Value::Null);
+/// `true` for a reclaim policy under which the volume's storage is reclaimed (and its data lost)
+/// once the PV is `Released`: `Delete` (the CSI external-provisioner deletes it, whatever
+/// `claimRef` says) and `Recycle` (scrubbed).
+fn reclaims_data(policy: &str) -> bool {
+    policy != "Retain"
+}
+
+/// Record keys on a returned PV (annotations, then labels); all go in the write that restores
+/// the policy, never before it: a retry needs the recorded policy, and the tracking label is how
+/// it finds the PV.
+const PV_RECORD_ANNOTATIONS: &[&str] = &[
+    names::ANN_OWNER_NAMESPACE,
+    names::ANN_OWNER_NAME,
+    names::ANN_OWNER_UID,
+    names::ANN_PV_ORIGINAL_RECLAIM_POLICY,
+    names::ANN_PV_ORIGINAL_CLAIM_NAMESPACE,
+    names::ANN_PV_ORIGINAL_CLAIM_NAME,
+    names::ANN_PV_ORIGINAL_CLAIM_UID,
+];
+const PV_RECORD_LABELS: &[&str] = &[
+    names::LABEL_DATAEXPORT_UID,
+    names::LABEL_MANAGED,
+    names::LABEL_PV_EXPORTED,
+];
+
+/// RFC 6901 escaping of one JSON Pointer segment.
+fn pointer_segment(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// The restore of the original reclaim policy on a PV whose claimRef already names (or, earlier
+/// in the same run, is set to) the user PVC, together with clearing the record.
+///
+/// A PV that is `Released` under `Delete` is deleted with its data by the CSI external-provisioner,
+/// which does not look at claimRef. The PV turns `Released` when the export PVC's deletion is
+/// processed while claimRef still names it (the controller deleted it just before the module was
+/// disabled, or the binder handles that before the rebind); it is `Bound` again only once the PV
+/// binder has synced the rebind to the user PVC. The hook cannot wait for that, so the check is
+/// left to the API server, atomically with the write: a JSON Patch whose first operations `test`
+/// that `status.phase` is `Bound` and `spec.claimRef.uid` is the user PVC's, on the live object.
+/// If either fails the whole patch is rejected (the PV keeps `Retain` and its record), the
+/// operation fails and so does the hook run. deckhouse-conventions.md §3.9: "A non-zero exit is a
+/// hook error. The task is retried with backoff and blocks its queue." (§3.7: the operations are
+/// applied by addon-operator after the hook exits; in shell-operator's ObjectPatcher a failed
+/// operation is collected and returned as the run's error, the remaining operations are still
+/// applied.) The retry runs on fresh snapshots: a rebind already done is not repeated, and this
+/// patch is emitted again until the PV is Bound and the policy restored; a PV whose policy was
+/// restored is then left alone (only a left-over record is cleared). Whatever the retries do, a
+/// PV that is not Bound to the user PVC never gets `Delete` back: `Retain` is the safe state.
+fn restore_and_clear(out: &mut Output, pv: &PvView, claim: &Claim, policy: &str) {
+    let restored = pv.reclaim_policy.as_deref() == Some(policy);
+    if restored || !reclaims_data(policy) {
+        // Nothing to guard: the policy is what it was, or `Retain` (already set by the rebind).
+        clear_record(out, &pv.name);
+        return;
+    }
+    let mut ops = vec![
+        json!({"op": "test", "path": "/status/phase", "value": "Bound"}),
+        json!({"op": "test", "path": "/spec/claimRef/uid", "value": claim.uid}),
+        json!({"op": "replace", "path": "/spec/persistentVolumeReclaimPolicy", "value": policy}),
+    ];
+    // Only keys the snapshot shows (a `remove` of a missing key fails the patch; if the live
+    // object differs, the retry sees it).
+    for k in PV_RECORD_ANNOTATIONS
+        .iter()
+        .filter(|k| pv.annotations.contains_key(**k))
+    {
+        ops.push(json!({"op": "remove", "path": format!("/metadata/annotations/{}", pointer_segment(k))}));
+    }
+    for k in PV_RECORD_LABELS
+        .iter()
+        .filter(|k| pv.labels.contains_key(**k))
+    {
+        ops.push(
+            json!({"op": "remove", "path": format!("/metadata/labels/{}", pointer_segment(k))}),
+        );
     }
     out.kube(json!({
+        "operation": "JSONPatch", "apiVersion": "v1", "kind": "PersistentVolume",
+        "name": pv.name, "jsonPatch": ops,
+    }));
+}
+
+fn clear_record(out: &mut Output, pv: &str) {
+    let annotations: serde_json::Map<String, Value> = PV_RECORD_ANNOTATIONS
+        .iter()
+        .map(|k| ((*k).to_owned(), Value::Null))
+        .collect();
+    let labels: serde_json::Map<String, Value> = PV_RECORD_LABELS
+        .iter()
+        .map(|k| ((*k).to_owned(), Value::Null))
+        .collect();
+    out.kube(json!({
         "operation": "MergePatch", "apiVersion": "v1", "kind": "PersistentVolume", "name": pv,
-        "mergePatch": {"metadata": {
-            "annotations": annotations,
-            "labels": {names::LABEL_DATAEXPORT_UID: null, names::LABEL_MANAGED: null, names::LABEL_PV_EXPORTED: null},
-        }},
+        "mergePatch": {"metadata": {"annotations": annotations, "labels": labels}},
     }));
 }
 
@@ -423,7 +515,15 @@ impl DisableHook {
         }
         let snaps: &[SnapshotExport] = if snapshot_api { &snaps } else { &[] };
 
-        // 1. The user's VolumeSnapshot first, as the controller's return does: the protection is
+        // 1-3. Every exported PV first: rebind to the user PVC, then the guarded restore, then
+        //      the user PVC released. Before any export PVC delete, so a PV still bound to its
+        //      export PVC is rebound before that PVC's deletion could release it.
+        let mut outcomes = Vec::new();
+        for pv in &pvs {
+            outcomes.push((pv.name.clone(), return_pv(pv, &pvcs, out)));
+        }
+
+        // 4. The user's VolumeSnapshot, as the controller's return does: the protection is
         //    only needed while a restore is in progress, and nothing restores any more.
         for sx in snaps {
             if let Some((ns, name)) = &sx.source {
@@ -436,7 +536,7 @@ impl DisableHook {
             }
         }
 
-        // 2. Exporter objects (the controller's `exporter::delete_all` order), then the module's
+        // 5. Exporter objects (the controller's `exporter::delete_all` order), then the module's
         //    PVCs: export PVCs (kept from deletion by pvc-protection until their pod is gone) and
         //    restored PVCs.
         let ns = Some(names::MODULE_NAMESPACE);
@@ -473,7 +573,7 @@ impl DisableHook {
             delete(out, "v1", "PersistentVolumeClaim", ns, &p.name);
         }
 
-        // 3. Snapshot copies: Retain before any delete, so that neither deleting the copied
+        // 6. Snapshot copies: Retain before any delete, so that neither deleting the copied
         //    VolumeSnapshot (the snapshot-controller deletes a `Delete` content with it) nor
         //    deleting the content can remove the snapshot the user's content also points at.
         for sx in snaps {
@@ -500,11 +600,6 @@ impl DisableHook {
             );
         }
 
-        // 4-7. Every exported PV.
-        let mut outcomes = Vec::new();
-        for pv in &pvs {
-            outcomes.push((pv.name.clone(), return_pv(pv, &pvcs, out)));
-        }
         // A user PVC still protected by us whose PV carries no record (the handover stopped
         // before the PV was recorded, or the return after it was cleared): just release it.
         for p in pvcs.iter().filter(|p| {
@@ -521,7 +616,7 @@ impl DisableHook {
         }) {
             unprotect_pvc(out, &p.namespace, &p.name);
         }
-        // 8. DataExports: nothing holds anything for them any more.
+        // 7. DataExports: nothing holds anything for them any more.
         for e in exports.iter().filter(|e| {
             e.finalizers
                 .iter()
@@ -555,7 +650,7 @@ impl Hook for DisableHook {
             PV_BINDING,
             "v1",
             "PersistentVolume",
-            r#"{"name": .metadata.name, "claimRef": (.spec.claimRef // null | if . == null then null else {namespace, name, uid} end), "reclaimPolicy": .spec.persistentVolumeReclaimPolicy, "annotations": (.metadata.annotations // {}), "labels": (.metadata.labels // {})}"#,
+            r#"{"name": .metadata.name, "claimRef": (.spec.claimRef // null | if . == null then null else {namespace, name, uid} end), "reclaimPolicy": .spec.persistentVolumeReclaimPolicy, "phase": .status.phase, "annotations": (.metadata.annotations // {}), "labels": (.metadata.labels // {})}"#,
         );
         pvs["labelSelector"] = json!({"matchLabels": {names::LABEL_PV_EXPORTED: "true"}});
         let mut pvcs = common(

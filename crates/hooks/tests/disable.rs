@@ -52,7 +52,7 @@ fn an_export_in_flight_is_returned_in_the_safe_order() {
         "no foreground (blocking) delete"
     );
     let pv_ops = ops_on(&out, "PersistentVolume", "pv-data");
-    assert_eq!(pv_ops.len(), 3, "{pv_ops:#?}");
+    assert_eq!(pv_ops.len(), 2, "{pv_ops:#?}");
     // claimRef back to the user PVC, with its uid, while still Retain.
     assert_eq!(pv_ops[0]["operation"], "JSONPatch");
     assert_eq!(
@@ -61,29 +61,41 @@ fn an_export_in_flight_is_returned_in_the_safe_order() {
             "apiVersion": "v1", "kind": "PersistentVolumeClaim",
             "namespace": "team-a", "name": "data", "uid": "user-pvc-uid"}}])
     );
-    // The original policy only while claimRef carries the user's uid.
+    // The original policy only on a live PV that is Bound with claimRef carrying the user's uid,
+    // and the record (with the tracking label) cleared in that same write, never before it.
+    assert_eq!(pv_ops[1]["operation"], "JSONPatch");
     assert_eq!(
         pv_ops[1]["jsonPatch"],
         json!([
+            {"op": "test", "path": "/status/phase", "value": "Bound"},
             {"op": "test", "path": "/spec/claimRef/uid", "value": "user-pvc-uid"},
-            {"op": "replace", "path": "/spec/persistentVolumeReclaimPolicy", "value": "Delete"}
+            {"op": "replace", "path": "/spec/persistentVolumeReclaimPolicy", "value": "Delete"},
+            {"op": "remove", "path": "/metadata/annotations/svdm.storage.deckhouse.io~1dataexport-namespace"},
+            {"op": "remove", "path": "/metadata/annotations/svdm.storage.deckhouse.io~1dataexport-name"},
+            {"op": "remove", "path": "/metadata/annotations/svdm.storage.deckhouse.io~1dataexport-uid"},
+            {"op": "remove", "path": "/metadata/annotations/svdm.storage.deckhouse.io~1original-reclaim-policy"},
+            {"op": "remove", "path": "/metadata/annotations/svdm.storage.deckhouse.io~1original-claim-namespace"},
+            {"op": "remove", "path": "/metadata/annotations/svdm.storage.deckhouse.io~1original-claim-name"},
+            {"op": "remove", "path": "/metadata/annotations/svdm.storage.deckhouse.io~1original-claim-uid"},
+            {"op": "remove", "path": "/metadata/labels/svdm.storage.deckhouse.io~1dataexport-uid"},
+            {"op": "remove", "path": "/metadata/labels/svdm.storage.deckhouse.io~1exported"},
         ])
     );
-    // Record cleared last, tracking label in the same write.
-    assert_eq!(pv_ops[2]["operation"], "MergePatch");
-    assert!(
-        pv_ops[2]["mergePatch"]["metadata"]["labels"]["svdm.storage.deckhouse.io/exported"]
-            .is_null()
-    );
 
+    // Order: rebind -> restore -> user PVC released -> deletes.
     let rebind = position(&out, |o| o == pv_ops[0]);
     let restore = position(&out, |o| o == pv_ops[1]);
     let unprotect = position(&out, |o| {
         o["kind"] == "PersistentVolumeClaim" && o["name"] == "data"
     });
-    let clear = position(&out, |o| o == pv_ops[2]);
-    assert!(del_pod < del_pvc && del_pvc < rebind && rebind < restore);
-    assert!(restore < unprotect && unprotect < clear);
+    assert!(
+        rebind < restore && restore < unprotect,
+        "{rebind} {restore} {unprotect}"
+    );
+    assert!(
+        unprotect < del_pod && del_pod < del_pvc,
+        "{unprotect} {del_pod} {del_pvc}"
+    );
     let jq = out.kube_operations[unprotect]["jqFilter"]
         .as_str()
         .expect("jq");
@@ -279,4 +291,173 @@ fn config_binds_only_kinds_every_cluster_serves() {
         .collect();
     assert!(kinds.contains(&"CustomResourceDefinition"));
     assert!(!kinds.iter().any(|k| k.starts_with("VolumeSnapshot")));
+}
+
+/// Every operation that gives a PV a policy other than Retain is a JSON Patch whose first
+/// operations test, on the live object, that the PV is Bound and claimRef carries the user's uid.
+fn assert_every_restore_is_guarded(out: &Output) {
+    for o in &out.kube_operations {
+        if o["kind"] != "PersistentVolume" {
+            continue;
+        }
+        if o["operation"] == "MergePatch" {
+            let p = &o["mergePatch"]["spec"]["persistentVolumeReclaimPolicy"];
+            assert!(p.is_null() || p == "Retain", "{o:#}");
+            continue;
+        }
+        let ops = o["jsonPatch"].as_array().expect("json patch");
+        let restores = ops.iter().any(|op| {
+            op["path"] == "/spec/persistentVolumeReclaimPolicy" && op["value"] != "Retain"
+        });
+        if restores {
+            assert_eq!(
+                ops[0],
+                json!({"op": "test", "path": "/status/phase", "value": "Bound"}),
+                "{o:#}"
+            );
+            assert_eq!(ops[1]["op"], "test", "{o:#}");
+            assert_eq!(ops[1]["path"], "/spec/claimRef/uid", "{o:#}");
+        }
+    }
+}
+
+/// The in-flight fixture with its exported PVs replaced.
+fn plan_with_pvs(pvs: Value, user_pvc_visible: bool) -> (Output, Vec<(String, PvOutcome)>) {
+    let mut v = fixture("after-delete-helm-in-flight.json");
+    v[0]["snapshots"]["exported_pvs"] = pvs;
+    if !user_pvc_visible {
+        let pvcs = v[0]["snapshots"]["pvcs"].as_array_mut().expect("pvcs");
+        pvcs.retain(|p| p["filterResult"]["name"] != "data");
+    }
+    let i = input(
+        contexts(v),
+        json!({"global": {}, "storageVolumeDataManager": {"internal": {}}}),
+    );
+    let mut out = Output::default();
+    let outcomes = DisableHook.plan(&i, &mut out);
+    (out, outcomes)
+}
+
+fn recorded_pv(policy: &str, claim_ref: Value, current: &str, phase: &str) -> Value {
+    json!([{"filterResult": {
+        "name": "pv-data", "claimRef": claim_ref, "reclaimPolicy": current, "phase": phase,
+        "annotations": {
+            "svdm.storage.deckhouse.io/original-reclaim-policy": policy,
+            "svdm.storage.deckhouse.io/original-claim-namespace": "team-a",
+            "svdm.storage.deckhouse.io/original-claim-name": "data",
+            "svdm.storage.deckhouse.io/original-claim-uid": "user-pvc-uid"},
+        "labels": {"svdm.storage.deckhouse.io/exported": "true"}}}])
+}
+
+fn user_claim_ref() -> Value {
+    json!({"namespace": "team-a", "name": "data", "uid": "user-pvc-uid"})
+}
+
+#[test]
+fn every_fixture_restore_is_guarded() {
+    assert_every_restore_is_guarded(&plan().0);
+    assert_every_restore_is_guarded(&snapshot_plan(true));
+}
+
+/// The PV is already Released (export PVC deleted before the run): the hook emits the same
+/// rebind and guarded restore; it never decides from the snapshot's phase, the live PV does.
+#[test]
+fn a_released_pv_gets_the_same_guarded_restore() {
+    let export_ref = json!({"namespace": NS, "name": "exp-0123456789ab", "uid": "export-pvc-uid"});
+    let (out, outcomes) = plan_with_pvs(
+        recorded_pv("Delete", export_ref, "Retain", "Released"),
+        true,
+    );
+    assert_eq!(outcomes[0].1, PvOutcome::Returned);
+    let ops = ops_on(&out, "PersistentVolume", "pv-data");
+    assert_eq!(ops.len(), 2, "{ops:#?}");
+    assert_eq!(ops[0]["jsonPatch"][0]["path"], "/spec/claimRef");
+    assert_eq!(
+        ops[1]["jsonPatch"][0],
+        json!({"op": "test", "path": "/status/phase", "value": "Bound"})
+    );
+    assert_every_restore_is_guarded(&out);
+}
+
+/// A retry after a run whose guarded restore failed: the rebind stuck, the user PVC was released
+/// (the binding no longer sees it), the PV still has Retain and its record. Only the guarded
+/// restore is emitted again; the rebind is not repeated.
+#[test]
+fn a_retry_after_a_failed_restore_repeats_only_the_guarded_restore() {
+    let (out, outcomes) = plan_with_pvs(
+        recorded_pv("Delete", user_claim_ref(), "Retain", "Released"),
+        false,
+    );
+    assert_eq!(outcomes[0].1, PvOutcome::Returned);
+    let ops = ops_on(&out, "PersistentVolume", "pv-data");
+    assert_eq!(ops.len(), 1, "{ops:#?}");
+    let patch = ops[0]["jsonPatch"].as_array().expect("json patch");
+    assert_eq!(
+        patch[0],
+        json!({"op": "test", "path": "/status/phase", "value": "Bound"})
+    );
+    assert_eq!(
+        patch[1],
+        json!({"op": "test", "path": "/spec/claimRef/uid", "value": "user-pvc-uid"})
+    );
+    assert_eq!(
+        patch[2],
+        json!({"op": "replace", "path": "/spec/persistentVolumeReclaimPolicy", "value": "Delete"})
+    );
+    assert!(patch[3..].iter().all(|op| op["op"] == "remove"));
+    assert!(ops_on(&out, "PersistentVolumeClaim", "data").is_empty());
+}
+
+/// A retry with the user PVC still visible (the earlier run stopped before releasing it): no
+/// second rebind, the guarded restore again, then the release.
+#[test]
+fn a_retry_with_the_rebind_done_does_not_rebind_again() {
+    let (out, _) = plan_with_pvs(
+        recorded_pv("Delete", user_claim_ref(), "Retain", "Bound"),
+        true,
+    );
+    let ops = ops_on(&out, "PersistentVolume", "pv-data");
+    assert_eq!(ops.len(), 1, "{ops:#?}");
+    assert_eq!(ops[0]["jsonPatch"][0]["op"], "test");
+    let restore = position(&out, |o| o == ops[0]);
+    let unprotect = position(&out, |o| {
+        o["kind"] == "PersistentVolumeClaim" && o["name"] == "data"
+    });
+    assert!(restore < unprotect);
+}
+
+/// A policy already restored is left alone: only the record is cleared, no policy write.
+#[test]
+fn a_restored_policy_is_left_alone() {
+    let (out, _) = plan_with_pvs(
+        recorded_pv("Delete", user_claim_ref(), "Delete", "Bound"),
+        false,
+    );
+    let ops = ops_on(&out, "PersistentVolume", "pv-data");
+    assert_eq!(ops.len(), 1, "{ops:#?}");
+    assert_eq!(ops[0]["operation"], "MergePatch");
+    assert!(ops[0]["mergePatch"].get("spec").is_none());
+}
+
+/// An original policy of Retain needs no guard: the rebind already leaves Retain.
+#[test]
+fn an_original_retain_policy_needs_no_test() {
+    let export_ref = json!({"namespace": NS, "name": "exp-0123456789ab", "uid": "export-pvc-uid"});
+    let (out, _) = plan_with_pvs(recorded_pv("Retain", export_ref, "Retain", "Bound"), true);
+    let ops = ops_on(&out, "PersistentVolume", "pv-data");
+    assert_eq!(ops.len(), 2, "{ops:#?}");
+    assert_eq!(ops[0]["operation"], "JSONPatch");
+    assert!(
+        ops[0]["jsonPatch"]
+            .as_array()
+            .expect("ops")
+            .iter()
+            .all(|op| op["op"] != "test")
+    );
+    assert_eq!(ops[1]["operation"], "MergePatch");
+    assert!(!out.kube_operations.iter().any(|o| {
+        o["jsonPatch"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|op| op["op"] == "test"))
+    }));
 }
