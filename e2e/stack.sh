@@ -28,12 +28,12 @@ is_running() {
   [[ $cmd == *"$2"* ]]
 }
 
-stop_one() { # name binary
+stop_one() { # name binary [seconds]
   local pid i
   is_running "$1" "$2" || { rm -f "$stack/$1.pid"; return 0; }
   pid=$(cat "$stack/$1.pid")
   kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  for i in $(seq 1 $((${3:-10} * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null || true
   rm -f "$stack/$1.pid"
 }
@@ -50,7 +50,36 @@ down() {
   stop_one controller svdm-controller
   # The simulated node stops its pods' processes, detaches its loop devices and removes its
   # /etc/hosts block on SIGTERM.
-  stop_one kube-sim svdm-kube-sim
+  # With hundreds of pods (the scale bench) stopping them all takes a while.
+  stop_one kube-sim svdm-kube-sim 90
+  # A node killed before it stopped its pods leaves their processes (each in its own process
+  # group, recorded in the pod's kubelet/pid) and its /etc/hosts block behind.
+  local f pid cmd
+  for f in "$stack"/kube-sim/pods/*/kubelet/pid; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    cmd=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) || continue
+    if [[ $cmd == *"$stack"* ]]; then kill -KILL -- "-$pid" 2>/dev/null || true; fi
+  done
+  if [ -f "$stack/node-name" ]; then
+    python3 - "$(cat "$stack/node-name")" <<'PY'
+import fcntl, sys
+begin, end = f"# BEGIN svdm-kube-sim {sys.argv[1]}", f"# END svdm-kube-sim {sys.argv[1]}"
+with open("/etc/hosts", "r+") as f:  # in place: /etc/hosts may be a bind mount
+    fcntl.flock(f, fcntl.LOCK_EX)
+    out, skip = [], False
+    for line in f.read().splitlines(keepends=True):
+        if line.rstrip("\n") == begin:
+            skip = True
+        elif skip and line.rstrip("\n") == end:
+            skip = False
+        elif not skip:
+            out.append(line)
+    f.seek(0)
+    f.truncate()
+    f.writelines(out)
+PY
+  fi
   # The node keeps its loop devices across restarts (they are its disks); tearing the stack down
   # removes the disks too, so detach every loop device backed by a file of this stack.
   local dev file
@@ -136,6 +165,7 @@ EOF
 
   if ! want sim; then :
   elif [ -x "$target/svdm-kube-sim" ]; then
+    echo "${SIM_NODE_NAME:-sim-node-1}" > "$stack/node-name"
     if ! is_running kube-sim svdm-kube-sim; then
       # The node runs with admin credentials, as a stand-in for kubelet + CSI driver + kube-proxy.
       # Images it runs as local processes: the tests' exporter image, and the module's images as the
