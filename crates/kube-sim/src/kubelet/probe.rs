@@ -106,6 +106,23 @@ fn http_status<S: Read + Write>(
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {line:?}")))
 }
 
+/// One TLS client context for every HTTPS probe. Building one per probe loads the system CA
+/// bundle each time (the builder's default verify paths) although probes never verify: with a
+/// few hundred pods that was most of the simulator's CPU.
+fn probe_connector() -> Result<&'static SslConnector, String> {
+    static CONNECTOR: std::sync::OnceLock<Result<SslConnector, String>> =
+        std::sync::OnceLock::new();
+    CONNECTOR
+        .get_or_init(|| {
+            let mut builder =
+                SslConnector::builder(SslMethod::tls_client()).map_err(|e| e.to_string())?;
+            builder.set_verify(SslVerifyMode::NONE);
+            Ok(builder.build())
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
 /// Run one check (blocking). `Ok(())` means the probe succeeded.
 pub fn run(check: &Check, timeout: Duration) -> Result<(), String> {
     match check {
@@ -128,11 +145,7 @@ pub fn run(check: &Check, timeout: Duration) -> Result<(), String> {
                 .set_write_timeout(Some(timeout))
                 .map_err(|e| e.to_string())?;
             let code = if *tls {
-                let mut builder =
-                    SslConnector::builder(SslMethod::tls_client()).map_err(|e| e.to_string())?;
-                builder.set_verify(SslVerifyMode::NONE);
-                let connector = builder.build();
-                let mut config = connector.configure().map_err(|e| e.to_string())?;
+                let mut config = probe_connector()?.configure().map_err(|e| e.to_string())?;
                 config.set_verify_hostname(false);
                 let tls_stream = config.connect(host, stream).map_err(|e| e.to_string())?;
                 http_status(tls_stream, host, path, headers)
