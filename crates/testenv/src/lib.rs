@@ -2,12 +2,13 @@
 //! what runs). Tests read the kubeconfigs from the `TESTENV_*` environment it writes, give
 //! themselves a namespace of their own, and poll for eventually consistent results.
 //!
-//! Cluster tests call [`Testenv::require`]: without `TESTENV_KUBECONFIG` it returns `None` (the
-//! test prints a note and passes) unless `CI` is set, where a missing control plane is a failure,
-//! so CI can never pass having skipped them.
+//! Cluster tests call [`Testenv::require`] (or [`require_kubeconfig`] when the admin kubeconfig is
+//! all they use): without the environment it returns `None` (the test prints a note and passes)
+//! unless `CI` is set, where a missing control plane is a failure, so CI can never pass having
+//! skipped them.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -43,24 +44,76 @@ pub struct Testenv {
     pub bin_dir: PathBuf,
 }
 
+/// A set, non-empty environment variable.
 fn var(name: &'static str) -> Result<String, TestenvError> {
-    std::env::var(name).map_err(|_| TestenvError::MissingVar(name))
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or(TestenvError::MissingVar(name))
+}
+
+/// The one skip-or-fail policy of cluster tests: without the control plane, `None` and a note
+/// outside CI, a panic in CI (a CI run must never pass by skipping its cluster tests).
+#[track_caller]
+fn required<T>(test: &str, found: Result<T, TestenvError>) -> Option<T> {
+    match found {
+        Ok(v) => Some(v),
+        Err(e) if std::env::var_os("CI").is_some() => {
+            panic!("{test} needs the local control plane in CI: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIP {test}: {e}");
+            None
+        }
+    }
+}
+
+/// The running test's name (libtest names each test's thread after it), for skip notes.
+pub fn current_test() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("a cluster test")
+        .to_owned()
+}
+
+/// The admin kubeconfig (`TESTENV_KUBECONFIG`) alone, for tests that need nothing else of the
+/// environment (e.g. to hand it to a process as `KUBECONFIG`); `None` or a panic as
+/// [`Testenv::require`].
+#[track_caller]
+pub fn require_kubeconfig(test: &str) -> Option<PathBuf> {
+    required(test, var("TESTENV_KUBECONFIG").map(PathBuf::from))
+}
+
+/// A client for the given kubeconfig file (its current context).
+pub async fn client_from(path: impl AsRef<Path>) -> Result<Client, TestenvError> {
+    let path = path.as_ref();
+    client_of(read_kubeconfig(path)?, path).await
+}
+
+fn read_kubeconfig(path: &Path) -> Result<Kubeconfig, TestenvError> {
+    Kubeconfig::read_from(path).map_err(|source| TestenvError::Kubeconfig {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A client for `kc`, read from `path` (named in errors).
+async fn client_of(kc: Kubeconfig, path: &Path) -> Result<Client, TestenvError> {
+    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|source| TestenvError::Kubeconfig {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok(Client::try_from(cfg)?)
 }
 
 impl Testenv {
     /// The control plane, or `None` outside CI when none runs. Panics in CI without one, because a
     /// CI run must never pass by skipping its cluster tests.
+    #[track_caller]
     pub fn require(test: &str) -> Option<Self> {
-        match Self::from_env() {
-            Ok(env) => Some(env),
-            Err(e) if std::env::var_os("CI").is_some() => {
-                panic!("{test} needs the local control plane in CI: {e}")
-            }
-            Err(e) => {
-                eprintln!("SKIP {test}: {e}");
-                None
-            }
-        }
+        required(test, Self::from_env())
     }
 
     pub fn from_env() -> Result<Self, TestenvError> {
@@ -74,18 +127,8 @@ impl Testenv {
     }
 
     /// A client for the given kubeconfig file.
-    pub async fn client_for(&self, path: &std::path::Path) -> Result<Client, TestenvError> {
-        let kc = Kubeconfig::read_from(path).map_err(|source| TestenvError::Kubeconfig {
-            path: path.to_owned(),
-            source,
-        })?;
-        let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-            .await
-            .map_err(|source| TestenvError::Kubeconfig {
-                path: path.to_owned(),
-                source,
-            })?;
-        Ok(Client::try_from(cfg)?)
+    pub async fn client_for(&self, path: &Path) -> Result<Client, TestenvError> {
+        client_from(path).await
     }
 
     /// The admin client (group system:masters).
@@ -95,12 +138,7 @@ impl Testenv {
 
     /// A client authenticated with a bearer token (e.g. a ServiceAccount token from TokenRequest).
     pub async fn client_with_token(&self, token: &str) -> Result<Client, TestenvError> {
-        let mut kc = Kubeconfig::read_from(&self.admin_kubeconfig).map_err(|source| {
-            TestenvError::Kubeconfig {
-                path: self.admin_kubeconfig.clone(),
-                source,
-            }
-        })?;
+        let mut kc = read_kubeconfig(&self.admin_kubeconfig)?;
         for user in &mut kc.auth_infos {
             if let Some(info) = user.auth_info.as_mut() {
                 info.token = Some(token.to_owned().into());
@@ -108,13 +146,7 @@ impl Testenv {
                 info.client_key = None;
             }
         }
-        let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-            .await
-            .map_err(|source| TestenvError::Kubeconfig {
-                path: self.admin_kubeconfig.clone(),
-                source,
-            })?;
-        Ok(Client::try_from(cfg)?)
+        client_of(kc, &self.admin_kubeconfig).await
     }
 
     /// Creates a uniquely named namespace labelled as a test namespace; delete it with

@@ -24,12 +24,9 @@ impl Drop for Kill {
 
 #[test]
 fn binary_serves_reviews_from_env_configuration() {
-    let Some(kubeconfig) = std::env::var_os("TESTENV_KUBECONFIG").filter(|v| !v.is_empty()) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "TESTENV_KUBECONFIG is not set but CI is: run `e2e/testenv.sh up` and `source .run/testenv/env` first"
-        );
-        eprintln!("NOTE: skipping a cluster test: TESTENV_KUBECONFIG is not set");
+    let Some(kubeconfig) =
+        svdm_testenv::require_kubeconfig("binary_serves_reviews_from_env_configuration")
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

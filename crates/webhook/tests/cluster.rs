@@ -9,19 +9,17 @@
 //! throw-away CA, and its own ValidatingWebhookConfiguration scoped to that namespace by label.
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::web;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
 };
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 use serde_json::{Value, json};
 use svdm_pki::{LeafSpec, Usage};
 use svdm_webhook::facts::{FactSource, KubeFacts};
@@ -31,46 +29,18 @@ use svdm_webhook::validate::Settings;
 
 const TEST_LABEL: &str = "svdm-webhook-test";
 
-fn kubeconfig_path() -> Option<PathBuf> {
-    match std::env::var_os("TESTENV_KUBECONFIG") {
-        Some(p) if !p.is_empty() => Some(p.into()),
-        _ if std::env::var_os("CI").is_some() => panic!(
-            "TESTENV_KUBECONFIG is not set but CI is: run `e2e/testenv.sh up` and `source .run/testenv/env` first"
-        ),
-        _ => {
-            eprintln!(
-                "NOTE: skipping a cluster test: TESTENV_KUBECONFIG is not set (run `e2e/testenv.sh up` and `source .run/testenv/env`)"
-            );
-            None
-        }
-    }
-}
-
-async fn client_from(path: &PathBuf) -> Client {
-    let kc = Kubeconfig::read_from(path).unwrap_or_else(|e| panic!("kubeconfig {path:?}: {e}"));
-    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    Client::try_from(cfg).unwrap_or_else(|e| panic!("{e}"))
-}
-
 fn obj<T: serde::de::DeserializeOwned>(v: Value) -> T {
     serde_json::from_value(v).unwrap_or_else(|e| panic!("{e}"))
 }
 
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    svdm_testenv::wait_for(what, timeout, f)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// What the API server answered to a write: the status, the message of a failure, and the
@@ -157,8 +127,10 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Option<Harness> {
-        let kubeconfig = kubeconfig_path()?;
-        let client = client_from(&kubeconfig).await;
+        let kubeconfig = svdm_testenv::require_kubeconfig(&svdm_testenv::current_test())?;
+        let client = svdm_testenv::client_from(&kubeconfig)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         let id = format!("{:08x}", rand::random::<u32>());
         let ns = format!("svdm-wh-{id}");
 

@@ -7,13 +7,12 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config, CustomResourceExt, ResourceExt};
+use kube::{Client, CustomResourceExt, ResourceExt};
 use serde_json::json;
 use svdm_api::{DataExport, names};
 
@@ -21,26 +20,17 @@ pub const EXPORTER_IMAGE: &str = "registry.local/svdm/exporter:dev";
 pub const SELECTOR_LABEL: &str = "svdm-controller-test";
 
 /// Returns the admin kubeconfig, or `None` (test skipped) outside CI. In CI a missing control
-/// plane is a failure.
+/// plane is a failure ([`svdm_testenv::require_kubeconfig`]).
+#[track_caller]
 pub fn kubeconfig() -> Option<String> {
-    match std::env::var("TESTENV_KUBECONFIG") {
-        Ok(k) if !k.is_empty() => Some(k),
-        _ => {
-            if std::env::var("CI").is_ok_and(|v| !v.is_empty()) {
-                panic!("TESTENV_KUBECONFIG is not set in CI: start e2e/testenv.sh up first");
-            }
-            eprintln!("note: TESTENV_KUBECONFIG is not set; skipping this cluster test");
-            None
-        }
-    }
+    svdm_testenv::require_kubeconfig(&svdm_testenv::current_test())
+        .map(|p| p.to_string_lossy().into_owned())
 }
 
 pub async fn client(kubeconfig: &str) -> Client {
-    let kc = Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
-    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+    svdm_testenv::client_from(kubeconfig)
         .await
-        .expect("kubeconfig");
-    Client::try_from(cfg).expect("client")
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -55,22 +45,15 @@ pub fn unique() -> String {
     format!("{:x}{:x}{n}", std::process::id() & 0xfff, t & 0xfffff)
 }
 
-/// Polls `f` until it returns `Some`, failing the test after `secs`.
-pub async fn wait_for<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
+/// Polls `f` until it returns `Some`, failing the test after `secs` ([`svdm_testenv::wait_for`]).
+pub async fn wait_for<T, F, Fut>(what: &str, secs: u64, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {secs}s waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    svdm_testenv::wait_for(what, Duration::from_secs(secs), f)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Installs the CRD, the module namespace and the exporter ServiceAccount (idempotent).
