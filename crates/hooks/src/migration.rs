@@ -11,19 +11,38 @@
 //!
 //! The hook does not adopt those exports: it ends them safely and lets the current controller start
 //! fresh ones for DataExports that are still live (same name, new exporter and URL; `d8` follows
-//! `status.url`). In order: delete the legacy exporter objects and export PVCs; return each PV to its
-//! user PVC (claimRef with the live PVC's uid while `Retain`, then the original reclaim policy guarded
-//! by a `test` of that uid, then the legacy annotations and label); release the user PVCs; drop the
-//! legacy finalizer from DataExports; mark legacy-expired DataExports `Expired` in the current
-//! contract (phase and `Ready=False/Expired`) so they are not restarted.
+//! `status.url`). In order (as the module-disabled hook, `disable.rs`):
+//! 1. return each PV to its user PVC: `claimRef` with the live PVC's uid while `Retain` (before any
+//!    export PVC delete: once `claimRef` names the user PVC, deleting the export PVC only turns it
+//!    `Lost` and never releases the PV), together with our return mark [`ANN_LEGACY_RETURN_UID`];
+//! 2. restore the original reclaim policy and clear the legacy record (annotations, label, our
+//!    mark) in ONE JSON Patch whose first operations `test` on the live PV that `status.phase` is
+//!    `Bound` and `spec.claimRef.uid` is the user PVC's. A `Released` PV under `Delete` is deleted
+//!    with its data by the CSI external-provisioner whatever `claimRef` says, and the PV is
+//!    `Released` if the export PVC's deletion was processed before the rebind. A failed `test`
+//!    rejects the whole patch (the PV keeps `Retain`, its record and the mark), fails the run, and
+//!    addon-operator retries it from fresh snapshots (deckhouse-conventions §3.9). An original
+//!    policy of `Retain` (or one already restored) needs no guard;
+//! 3. release the user PVCs; 4. delete the legacy exporter objects and export PVCs; 5. drop the
+//!    legacy finalizer from DataExports and mark legacy-expired DataExports `Expired` in the
+//!    current contract (phase and `Ready=False/Expired`) so they are not restarted.
+//!
+//! A retry finds a half-returned PV although its `claimRef` no longer points into the module
+//! namespace: it still carries the legacy label and record, and our mark, and its `claimRef` names
+//! the recorded user PVC with the marked uid. For it the hook emits only the guarded restore (the
+//! rebind is done). The mark is what makes it ours: storage-foundation's PVs carry the same legacy
+//! record and label, and a sibling's half-returned PV must never be touched; a legacy PV whose
+//! `claimRef` names its user PVC without our mark is left alone as before.
 //!
 //! Scope is strictly this module's own leftovers: PVs whose `claimRef` points into this module's
-//! namespace, and objects in that namespace. The sibling storage-foundation module writes
+//! namespace (or that this hook half-returned: our mark), and objects in that namespace. The sibling storage-foundation module writes
 //! `storage.deckhouse.io/data-export-request` on its own PVCs and uses its own namespace; neither is
 //! ever touched (its removed 025 hook is the lesson: never act on what a live sibling owns).
 //!
-//! Gate: the ConfigMap `svdm-migration` in the module namespace (`legacy-go: done`), written in a run
-//! that finds nothing left to migrate, so the marker means "verified clean", not "patches sent". Once
+//! Gate: the ConfigMap `svdm-migration` in the module namespace (`legacy-go: done`), written only in
+//! a run that finds nothing left to migrate (no other operation in it), so the marker means
+//! "verified clean", not "patches sent": a run that emits a restore (first or retried) never writes
+//! it, and a half-returned PV is found by every later run until its guarded restore succeeded. Once
 //! present the hook does nothing. Without the module namespace there is nothing to migrate and no
 //! marker is written (first install: beforeHelm runs before Helm creates the namespace).
 
@@ -59,6 +78,11 @@ pub const LEGACY_OBJECT_PREFIXES: &[&str] = &[
     "ca-secret-for-",
     "pvc-for-",
 ];
+
+/// Our mark on a legacy PV between its rebind and its guarded restore: the user PVC's uid. Set in
+/// the rebind's write, removed in the restore's; a later run uses it to recognise a PV this hook
+/// half-returned (and the uid its guard tests).
+pub const ANN_LEGACY_RETURN_UID: &str = "svdm.storage.deckhouse.io/legacy-return-claim-uid";
 
 pub const MARKER_CONFIGMAP: &str = "svdm-migration";
 pub const MARKER_KEY: &str = "legacy-go";
@@ -104,6 +128,8 @@ pub struct LegacyDataExport {
 pub struct Plan {
     pub skipped_by_marker: bool,
     pub returned_pvs: Vec<String>,
+    /// PVs an earlier run rebound whose guarded restore is still due (only that is emitted).
+    pub restored_pvs: Vec<String>,
     pub inconsistent_pvs: Vec<(String, String)>,
     pub deleted_objects: usize,
     pub released_pvcs: usize,
@@ -151,6 +177,71 @@ fn mark_inconsistent(out: &mut Output, pv: &str) {
     }));
 }
 
+/// RFC 6901 escaping of one JSON Pointer segment.
+fn pointer_segment(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// The legacy record's keys on a PV `pv` shows: (annotations, labels), our mark included.
+fn record_keys(pv: &LegacyPv) -> (Vec<&str>, Vec<&str>) {
+    let annotations = LEGACY_PV_ANNOTATIONS
+        .iter()
+        .copied()
+        .chain([ANN_LEGACY_RETURN_UID])
+        .filter(|k| pv.annotations.contains_key(*k))
+        .collect();
+    let labels = [LEGACY_PV_LABEL, LEGACY_PV_INCONSISTENT_LABEL]
+        .into_iter()
+        .filter(|k| pv.labels.contains_key(*k))
+        .collect();
+    (annotations, labels)
+}
+
+/// Restores the original reclaim policy of a PV whose claimRef names (or, earlier in the same
+/// run, is set to) the user PVC with `uid`, and clears the legacy record in the same write.
+///
+/// Under `Delete` (or `Recycle`) the write is one JSON Patch whose first operations `test`, on the
+/// live object, `status.phase == Bound` and `spec.claimRef.uid == uid`: a `Released` PV under
+/// `Delete` is deleted with its data by the CSI external-provisioner whatever claimRef says, and
+/// the hook cannot wait for the PV binder, so the API server checks atomically with the write. A
+/// failed test rejects the whole patch: the PV keeps `Retain`, its record and our mark, the run
+/// fails, and the retry (fresh snapshots) finds the PV again through them and emits this again.
+/// The removes name only keys `pv` shows (a `remove` of a missing key fails the patch; if the live
+/// object differs, the retry sees it). An original `Retain`, or a policy already restored, needs
+/// no guard: only the record is cleared.
+fn restore_and_clear(out: &mut Output, pv: &LegacyPv, uid: &str, policy: &str) {
+    if policy == "Retain" || pv.reclaim_policy.as_deref() == Some(policy) {
+        let mut annotations = serde_json::Map::new();
+        for k in LEGACY_PV_ANNOTATIONS.iter().chain([&ANN_LEGACY_RETURN_UID]) {
+            annotations.insert((*k).to_owned(), Value::Null);
+        }
+        out.kube(
+            json!({"operation": "MergePatch", "apiVersion": "v1", "kind": "PersistentVolume",
+            "name": pv.name, "mergePatch": {"metadata": {"annotations": annotations,
+                "labels": {LEGACY_PV_LABEL: null, LEGACY_PV_INCONSISTENT_LABEL: null}}}}),
+        );
+        return;
+    }
+    let mut ops = vec![
+        json!({"op": "test", "path": "/status/phase", "value": "Bound"}),
+        json!({"op": "test", "path": "/spec/claimRef/uid", "value": uid}),
+        json!({"op": "replace", "path": "/spec/persistentVolumeReclaimPolicy", "value": policy}),
+    ];
+    let (annotations, labels) = record_keys(pv);
+    for k in annotations {
+        ops.push(json!({"op": "remove", "path": format!("/metadata/annotations/{}", pointer_segment(k))}));
+    }
+    for k in labels {
+        ops.push(
+            json!({"op": "remove", "path": format!("/metadata/labels/{}", pointer_segment(k))}),
+        );
+    }
+    out.kube(
+        json!({"operation": "JSONPatch", "apiVersion": "v1", "kind": "PersistentVolume",
+        "name": pv.name, "jsonPatch": ops}),
+    );
+}
+
 /// Decides the operations of one run; pure.
 pub fn plan(input: &Input, out: &mut Output) -> Plan {
     let mut p = Plan::default();
@@ -166,40 +257,11 @@ pub fn plan(input: &Input, out: &mut Output) -> Plan {
     }
     let namespace_exists = !input.snapshot(NAMESPACE_BINDING).is_empty();
 
-    // 1. Legacy exporter objects (Deployments first: their pods hold the export PVCs).
-    for (suffix, api, kind) in OBJECT_KINDS {
-        for o in parse::<Named>(input, &format!("{OBJECT_BINDING_PREFIX}{suffix}")) {
-            if is_legacy_name(&o.name) {
-                out.kube(json!({
-                    "operation": "Delete", "apiVersion": api, "kind": kind,
-                    "namespace": names::MODULE_NAMESPACE, "name": o.name,
-                }));
-                p.deleted_objects += 1;
-            }
-        }
-    }
+    // 1-2. PVs whose claimRef points into this module's namespace (nothing else is ours), and PVs
+    // this hook already rebound whose guarded restore is still due.
     let pvcs: Vec<LegacyPvc> = parse(input, PVC_BINDING);
-    for e in pvcs
-        .iter()
-        .filter(|c| c.namespace == names::MODULE_NAMESPACE && c.name.starts_with("pvc-for-"))
-    {
-        out.kube(json!({
-            "operation": "Delete", "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "namespace": names::MODULE_NAMESPACE, "name": e.name,
-        }));
-        p.deleted_objects += 1;
-    }
-
-    // 2. PVs whose claimRef points into this module's namespace (nothing else is ours).
     let mut blocked_claims: Vec<(String, String)> = Vec::new();
     for pv in parse::<LegacyPv>(input, PV_BINDING) {
-        let ours = pv
-            .claim_ref
-            .as_ref()
-            .is_some_and(|c| c.namespace == names::MODULE_NAMESPACE);
-        if !ours {
-            continue;
-        }
         let a = |k: &str| {
             pv.annotations
                 .get(&format!("{LEGACY_PREFIX}{k}"))
@@ -211,7 +273,65 @@ pub fn plan(input: &Input, out: &mut Output) -> Plan {
             a("original-pvc-name"),
             a("original-reclaim-policy"),
         );
+        let in_flight = pv
+            .claim_ref
+            .as_ref()
+            .is_some_and(|c| c.namespace == names::MODULE_NAMESPACE);
+        let marked = pv.annotations.get(ANN_LEGACY_RETURN_UID);
+        let half_returned = !in_flight
+            && marked.is_some()
+            && !ns.is_empty()
+            && pv
+                .claim_ref
+                .as_ref()
+                .is_some_and(|c| c.namespace == ns && c.name == name);
+        if !in_flight && !half_returned {
+            continue;
+        }
         let user = pvcs.iter().find(|c| c.namespace == ns && c.name == name);
+        let mut blocked = |out: &mut Output, p: &mut Plan, why: String| {
+            mark_inconsistent(out, &pv.name);
+            blocked_claims.push((ns.clone(), name.clone()));
+            p.inconsistent_pvs.push((
+                pv.name.clone(),
+                format!(
+                    "legacy PV {}: {why}; kept with reclaim policy Retain",
+                    pv.name
+                ),
+            ));
+        };
+        if half_returned {
+            // A retry: the rebind is done; only the guarded restore (and the record) is left.
+            let uid = marked.cloned().unwrap_or_default();
+            let bound_uid = pv
+                .claim_ref
+                .as_ref()
+                .map(|c| c.uid.clone())
+                .unwrap_or_default();
+            let why = if !RECLAIM_POLICIES.contains(&policy.as_str()) {
+                Some(format!(
+                    "the original reclaim policy {policy:?} is not valid"
+                ))
+            } else if uid.is_empty() || bound_uid != uid {
+                Some(format!(
+                    "its claimRef names {ns}/{name} with uid {bound_uid:?}, not the returned PVC's {uid:?}"
+                ))
+            } else {
+                user.filter(|u| u.uid != uid).map(|u| {
+                    format!(
+                        "its PVC {ns}/{name} is now uid {:?}, not the returned {uid:?}",
+                        u.uid
+                    )
+                })
+            };
+            if let Some(why) = why {
+                blocked(out, &mut p, why);
+                continue;
+            }
+            restore_and_clear(out, &pv, &uid, &policy);
+            p.restored_pvs.push(pv.name.clone());
+            continue;
+        }
         let why = if ns.is_empty() || name.is_empty() {
             Some("the original PVC is not recorded".to_owned())
         } else if !RECLAIM_POLICIES.contains(&policy.as_str()) {
@@ -222,22 +342,17 @@ pub fn plan(input: &Input, out: &mut Output) -> Plan {
             Some(format!(
                 "its PVC {ns}/{name} no longer exists (or does not carry the legacy finalizer)"
             ))
+        } else if user.is_some_and(|u| u.uid.is_empty()) {
+            Some(format!("its PVC {ns}/{name} has no uid in the snapshot"))
         } else {
             None
         };
         let Some(user) = user.filter(|_| why.is_none()) else {
-            mark_inconsistent(out, &pv.name);
-            blocked_claims.push((ns.clone(), name.clone()));
-            p.inconsistent_pvs.push((
-                pv.name.clone(),
-                format!(
-                    "legacy PV {}: {}; kept with reclaim policy Retain",
-                    pv.name,
-                    why.unwrap_or_default()
-                ),
-            ));
+            blocked(out, &mut p, why.unwrap_or_default());
             continue;
         };
+        // Rebind: Retain first (if someone changed it), then claimRef with the user PVC's uid,
+        // and our mark in the same write (a retry recognises the PV by it).
         let claim = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
             "namespace": user.namespace, "name": user.name, "uid": user.uid});
         let mut ops = Vec::new();
@@ -245,26 +360,19 @@ pub fn plan(input: &Input, out: &mut Output) -> Plan {
             ops.push(json!({"op": "replace", "path": "/spec/persistentVolumeReclaimPolicy", "value": "Retain"}));
         }
         ops.push(json!({"op": "add", "path": "/spec/claimRef", "value": claim}));
+        ops.push(json!({"op": "add",
+            "path": format!("/metadata/annotations/{}", pointer_segment(ANN_LEGACY_RETURN_UID)),
+            "value": user.uid}));
         out.kube(
             json!({"operation": "JSONPatch", "apiVersion": "v1", "kind": "PersistentVolume",
             "name": pv.name, "jsonPatch": ops}),
         );
-        out.kube(
-            json!({"operation": "JSONPatch", "apiVersion": "v1", "kind": "PersistentVolume",
-            "name": pv.name, "jsonPatch": [
-                {"op": "test", "path": "/spec/claimRef/uid", "value": user.uid},
-                {"op": "replace", "path": "/spec/persistentVolumeReclaimPolicy", "value": policy},
-            ]}),
-        );
-        let mut annotations = serde_json::Map::new();
-        for k in LEGACY_PV_ANNOTATIONS {
-            annotations.insert((*k).to_owned(), Value::Null);
-        }
-        out.kube(
-            json!({"operation": "MergePatch", "apiVersion": "v1", "kind": "PersistentVolume",
-            "name": pv.name, "mergePatch": {"metadata": {"annotations": annotations,
-                "labels": {LEGACY_PV_LABEL: null, LEGACY_PV_INCONSISTENT_LABEL: null}}}}),
-        );
+        let mut rebound = pv.clone();
+        rebound.reclaim_policy = Some("Retain".to_owned());
+        rebound
+            .annotations
+            .insert(ANN_LEGACY_RETURN_UID.to_owned(), user.uid.clone());
+        restore_and_clear(out, &rebound, &user.uid, &policy);
         p.returned_pvs.push(pv.name.clone());
     }
 
@@ -289,7 +397,31 @@ pub fn plan(input: &Input, out: &mut Output) -> Plan {
         p.released_pvcs += 1;
     }
 
-    // 4. DataExports: the legacy finalizer; legacy-expired ones become Expired in today's terms.
+    // 4. Legacy exporter objects (Deployments first: their pods hold the export PVCs), after every
+    // PV was rebound: a PV whose claimRef names its user PVC is never released by these deletes.
+    for (suffix, api, kind) in OBJECT_KINDS {
+        for o in parse::<Named>(input, &format!("{OBJECT_BINDING_PREFIX}{suffix}")) {
+            if is_legacy_name(&o.name) {
+                out.kube(json!({
+                    "operation": "Delete", "apiVersion": api, "kind": kind,
+                    "namespace": names::MODULE_NAMESPACE, "name": o.name,
+                }));
+                p.deleted_objects += 1;
+            }
+        }
+    }
+    for e in pvcs
+        .iter()
+        .filter(|c| c.namespace == names::MODULE_NAMESPACE && c.name.starts_with("pvc-for-"))
+    {
+        out.kube(json!({
+            "operation": "Delete", "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "namespace": names::MODULE_NAMESPACE, "name": e.name,
+        }));
+        p.deleted_objects += 1;
+    }
+
+    // 5. DataExports: the legacy finalizer; legacy-expired ones become Expired in today's terms.
     for d in parse::<LegacyDataExport>(input, DATAEXPORT_BINDING) {
         let mut touched = false;
         if d.finalizers.iter().any(|f| f == LEGACY_FINALIZER) {
@@ -333,9 +465,11 @@ pub fn plan(input: &Input, out: &mut Output) -> Plan {
         }
     }
 
-    // 5. The marker, only when this run found nothing left and the namespace exists.
+    // 6. The marker, only when this run found nothing left (it is then the run's only operation)
+    // and the namespace exists; never while a PV's guarded restore is due.
     let nothing_left = p.deleted_objects == 0
         && p.returned_pvs.is_empty()
+        && p.restored_pvs.is_empty()
         && p.inconsistent_pvs.is_empty()
         && p.released_pvcs == 0
         && p.dataexports == 0;
@@ -387,7 +521,9 @@ impl Hook for MigrationHook {
             PV_BINDING,
             "v1",
             "PersistentVolume",
-            r#"{"name": .metadata.name, "claimRef": (.spec.claimRef // null | if . == null then null else {namespace, name, uid} end), "reclaimPolicy": .spec.persistentVolumeReclaimPolicy, "annotations": ((.metadata.annotations // {}) | with_entries(select(.key | startswith("storage.deckhouse.io/")))), "labels": (.metadata.labels // {})}"#,
+            &format!(
+                r#"{{"name": .metadata.name, "claimRef": (.spec.claimRef // null | if . == null then null else {{namespace, name, uid}} end), "reclaimPolicy": .spec.persistentVolumeReclaimPolicy, "phase": .status.phase, "annotations": ((.metadata.annotations // {{}}) | with_entries(select((.key | startswith("storage.deckhouse.io/")) or .key == "{ANN_LEGACY_RETURN_UID}"))), "labels": (.metadata.labels // {{}})}}"#
+            ),
         );
         b["labelSelector"] = json!({"matchLabels": {LEGACY_PV_LABEL: "true"}});
         bindings.push(b);
@@ -427,7 +563,14 @@ impl Hook for MigrationHook {
             return Ok(());
         }
         for pv in &p.returned_pvs {
-            eprintln!("legacy PV {pv}: returned to its PVC");
+            eprintln!(
+                "legacy PV {pv}: returned to its PVC (reclaim policy restored only if it is Bound)"
+            );
+        }
+        for pv in &p.restored_pvs {
+            eprintln!(
+                "legacy PV {pv}: rebound earlier; reclaim policy restored only if it is Bound"
+            );
         }
         for (_, why) in &p.inconsistent_pvs {
             eprintln!("{why}");
