@@ -28,6 +28,16 @@
 #      gets it rejected by the API server, reported as a failed test op, and the PV keeps Retain.
 #   2. beforeHelm with a legacy export in flight: the same for the legacy names, the legacy-expired
 #      DataExport marked Expired; a second run writes the marker; a third does nothing.
+#   7. (in the same beforeHelm runs as 2) a legacy PV already Released (legacy export PVC deleted
+#      just before, claimRef still naming it, policy Retain): the runs (with addon-operator's retries
+#      emulated; a retry finds the half-returned PV by its legacy record and our mark) end with the
+#      PV Bound to the user PVC under Delete, the same PV object, no legacy or svdm key left, and a
+#      poller that watched the PV throughout never saw it Released (or Failed) under Delete,
+#      deleting or gone; the marker is written only by the later clean run.
+#   8. (in the same runs) a legacy PV an earlier run half-returned (its rebind held: claimRef the
+#      user PVC with uid and our mark, user PVC released; its guarded restore was rejected): no
+#      longer pointing into the module namespace, it is still found and gets only the guarded
+#      restore: Bound under Delete, no legacy or svdm key left.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -460,7 +470,67 @@ spec:
 YAML
 "${K[@]}" -n hooks-b patch dataexport expired --subresource=status --type merge \
   -p '{"status":{"conditions":[{"type":"Expired","status":"True","reason":"Expired","message":"idle","lastTransitionTime":"2026-10-01T10:00:00Z"}]}}' >/dev/null
-run_hooks beforeHelm
+
+echo "== scenario 7: upgrade with a legacy PV already Released (legacy export PVC deleted just before)" >&2
+make_bound_pv hooks-c db pv-hooks-c
+UID_C=$(hand_over hooks-c db pv-hooks-c pvc-for-pvc-hooksc \
+  '{"storage.deckhouse.io/original-pvc-namespace":"hooks-c","storage.deckhouse.io/original-pvc-name":"db","storage.deckhouse.io/storage-manager-namespace":"hooks-c","storage.deckhouse.io/storage-manager-name":"old-export","storage.deckhouse.io/target-ref":"pvc","storage.deckhouse.io/generated-name-suffix":"hooksc","storage.deckhouse.io/original-reclaim-policy":"Delete"}' \
+  '{"storage.deckhouse.io/data-exporter":"true"}' \
+  storage.deckhouse.io/storage-manager-controller \
+  '{"storage.deckhouse.io/data-export-in-progress":"true"}' \
+  '{}')
+EXPORT_C_UID=$(jp -n "${NS}" pvc pvc-for-pvc-hooksc -o jsonpath='{.metadata.uid}')
+PV_C_UID=$(jp pv pv-hooks-c -o jsonpath='{.metadata.uid}')
+"${K[@]}" -n "${NS}" delete pvc pvc-for-pvc-hooksc --wait=true >/dev/null
+check "legacy released: PV Released, claimRef still the export PVC, policy Retain" wait_for 60 bash -c "[[ \$('${K[0]}' --kubeconfig '${TESTENV_KUBECONFIG}' get pv pv-hooks-c -o jsonpath='{.status.phase}/{.spec.claimRef.uid}/{.spec.persistentVolumeReclaimPolicy}') == 'Released/${EXPORT_C_UID}/Retain' ]]"
+poll_pv_c() {
+  while true; do
+    jp pv pv-hooks-c -o jsonpath='{.metadata.uid} {.status.phase} {.spec.persistentVolumeReclaimPolicy} {.metadata.deletionTimestamp}{"\n"}' 2>/dev/null || echo "gone"
+    sleep 0.2
+  done
+}
+poll_pv_c >"${WORK}/pv-hooks-c.log" &
+POLL_PID=$!
+
+echo "== scenario 8: upgrade after a run that rebound a legacy PV but whose guarded restore was rejected" >&2
+make_bound_pv hooks-d db pv-hooks-d
+UID_D=$(hand_over hooks-d db pv-hooks-d pvc-for-pvc-hooksd \
+  '{"storage.deckhouse.io/original-pvc-namespace":"hooks-d","storage.deckhouse.io/original-pvc-name":"db","storage.deckhouse.io/original-reclaim-policy":"Delete"}' \
+  '{"storage.deckhouse.io/data-exporter":"true"}' \
+  storage.deckhouse.io/storage-manager-controller \
+  '{"storage.deckhouse.io/data-export-in-progress":"true"}' \
+  '{}')
+PV_D_UID=$(jp pv pv-hooks-d -o jsonpath='{.metadata.uid}')
+"${K[@]}" -n "${NS}" delete pvc pvc-for-pvc-hooksd --wait=true >/dev/null
+check "half-returned: PV Released first" wait_for 60 bash -c "[[ \$('${K[0]}' --kubeconfig '${TESTENV_KUBECONFIG}' get pv pv-hooks-d -o jsonpath='{.status.phase}') == Released ]]"
+# What the earlier run's operations left: the rebind (claimRef with the user PVC's uid and our
+# mark) and the user PVC's release applied, the guarded restore rejected.
+"${K[@]}" patch pv pv-hooks-d --type json -p "[{\"op\":\"add\",\"path\":\"/spec/claimRef\",\"value\":{\"apiVersion\":\"v1\",\"kind\":\"PersistentVolumeClaim\",\"namespace\":\"hooks-d\",\"name\":\"db\",\"uid\":\"${UID_D}\"}},{\"op\":\"add\",\"path\":\"/metadata/annotations/svdm.storage.deckhouse.io~1legacy-return-claim-uid\",\"value\":\"${UID_D}\"}]" >/dev/null
+"${K[@]}" -n hooks-d patch pvc db --type json -p '[{"op":"remove","path":"/metadata/finalizers/1"},{"op":"remove","path":"/metadata/annotations/storage.deckhouse.io~1data-export-in-progress"}]' >/dev/null
+check "half-returned: PV Bound to the user PVC again under Retain, record kept" wait_for 60 bash -c "[[ \$('${K[0]}' --kubeconfig '${TESTENV_KUBECONFIG}' get pv pv-hooks-d -o jsonpath='{.status.phase}/{.spec.claimRef.namespace}/{.spec.persistentVolumeReclaimPolicy}/{.metadata.labels.storage\.deckhouse\.io/data-exporter}') == Bound/hooks-d/Retain/true ]]"
+
+echo "== upgrade: beforeHelm (with addon-operator's retries)" >&2
+run_hooks beforeHelm --retries 10 --retry-delay 2 2>&1 | tee "${WORK}/migrate.log" >&2
+check "legacy released: user PVC Bound to its PV again, reclaim policy Delete restored" wait_for 60 returned hooks-c db pv-hooks-c Delete
+check "legacy released: PV Bound with claimRef the user PVC (uid)" test "$(jp pv pv-hooks-c -o jsonpath='{.status.phase}/{.spec.claimRef.uid}')" == "Bound/${UID_C}"
+check "legacy released: same PV object (never deleted), same user PVC" test "$(jp pv pv-hooks-c -o jsonpath='{.metadata.uid}|{.metadata.deletionTimestamp}')/$(jp -n hooks-c pvc db -o jsonpath='{.metadata.uid}')" == "${PV_C_UID}|/${UID_C}"
+check "legacy released: no legacy or svdm key left on the PV" bash -c "! '${K[0]}' --kubeconfig '${TESTENV_KUBECONFIG}' get pv pv-hooks-c -o json | grep -q 'storage.deckhouse.io/'"
+check "legacy released: no legacy finalizer or in-progress annotation left" bash -c "! '${K[0]}' --kubeconfig '${TESTENV_KUBECONFIG}' -n hooks-c get pvc db -o json | grep -q 'storage-manager-controller\|data-export-in-progress'"
+kill "${POLL_PID}" 2>/dev/null || true
+wait "${POLL_PID}" 2>/dev/null || true
+POLL_PID=""
+echo "legacy released: $(sort "${WORK}/pv-hooks-c.log" | uniq -c | tr '\n' ';')" >&2
+check "legacy released: PV observed during the run" test -s "${WORK}/pv-hooks-c.log"
+check "legacy released: at no observed point Released/Failed with Delete, deleting or gone" \
+  bash -c "! grep -Eq '^gone|(Released|Failed) (Delete|Recycle)|Z\$' '${WORK}/pv-hooks-c.log' && ! grep -vq '^${PV_C_UID} ' '${WORK}/pv-hooks-c.log'"
+check "half-returned: guarded restore applied: Bound under Delete, same objects" test "$(jp pv pv-hooks-d -o jsonpath='{.metadata.uid}/{.status.phase}/{.spec.claimRef.uid}/{.spec.persistentVolumeReclaimPolicy}')" == "${PV_D_UID}/Bound/${UID_D}/Delete"
+check "half-returned: no legacy or svdm key left on the PV" bash -c "! '${K[0]}' --kubeconfig '${TESTENV_KUBECONFIG}' get pv pv-hooks-d -o json | grep -q 'storage.deckhouse.io/'"
+check "half-returned: found by the migration although its claimRef is outside the module namespace" grep -q "legacy PV pv-hooks-d: rebound earlier" "${WORK}/migrate.log"
+if grep -q "a test operation failed" "${WORK}/migrate.log"; then
+  echo "legacy released: a guarded restore was rejected by its test and the retry finished the return" >&2
+else
+  echo "legacy released: the PV was Bound again before the guarded restore was applied (no retry needed)" >&2
+fi
 check "legacy: user PVC Bound again, reclaim policy Delete restored" wait_for 60 returned hooks-b db pv-hooks-b Delete
 check "legacy: no legacy finalizer or in-progress annotation left" bash -c "! '${K[0]}' --kubeconfig '${TESTENV_KUBECONFIG}' -n hooks-b get pvc db -o json | grep -q 'storage-manager-controller\|data-export-in-progress'"
 check "legacy: storage-foundation's data-export-request annotation untouched" test "$(jp -n hooks-b pvc db -o jsonpath='{.metadata.annotations.storage\.deckhouse\.io/data-export-request}')" == "true"
