@@ -80,3 +80,46 @@ pub const TLS_SECRET_CLIENT_CA: &str = "client-ca.crt";
 
 /// ServiceAccount the exporter pods run as (created by the module's templates).
 pub const EXPORTER_SERVICE_ACCOUNT: &str = "exporter";
+
+/// Short deterministic name of every per-export object in the module namespace (exporter Pod,
+/// Service, Secret, Lease, Ingress, export or restored PVC, copied VolumeSnapshot): never longer
+/// than 16 characters and distinct for distinct UIDs (48 bits of a hash). The controller creates
+/// objects by it and the hooks find them by it, so it lives here once.
+pub fn object_name(uid: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(uid.as_bytes());
+    format!("exp-{}", &hex::encode(digest)[..12])
+}
+
+/// Name of the copied (cluster-scoped) VolumeSnapshotContent of a snapshot export.
+pub fn snapshot_content_name(uid: &str) -> String {
+    format!("svdm-{}", object_name(uid))
+}
+
+/// Name of the cert-manager certificate Secret of a published export's Ingress (cert-manager
+/// creates it without the module's labels, so it is found by name).
+pub fn ingress_tls_secret_name(uid: &str) -> String {
+    format!("{}-public-tls", object_name(uid))
+}
+
+#[cfg(test)]
+mod object_name_tests {
+    use super::*;
+
+    #[test]
+    fn object_names_are_short_stable_and_distinct() {
+        let a = object_name("0f6b8f52-7e3f-4f0e-9a51-3c1d2b7a9e10");
+        assert_eq!(a.len(), 16);
+        assert!(a.starts_with("exp-"));
+        assert_eq!(a, object_name("0f6b8f52-7e3f-4f0e-9a51-3c1d2b7a9e10"));
+        assert_ne!(a, object_name("0f6b8f52-7e3f-4f0e-9a51-3c1d2b7a9e11"));
+        assert_eq!(
+            snapshot_content_name("u"),
+            format!("svdm-{}", object_name("u"))
+        );
+        assert_eq!(
+            ingress_tls_secret_name("u"),
+            format!("{}-public-tls", object_name("u"))
+        );
+    }
+}

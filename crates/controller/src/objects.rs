@@ -20,7 +20,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use svdm_api::{VolumeMode, names};
 
 use crate::config::Settings;
@@ -33,22 +32,7 @@ pub struct Owner {
     pub uid: String,
 }
 
-/// Short deterministic name of every per-export object in the module namespace: never longer
-/// than 16 characters and distinct for distinct UIDs (48 bits of a hash).
-pub fn object_name(uid: &str) -> String {
-    let digest = Sha256::digest(uid.as_bytes());
-    format!("exp-{}", &hex::encode(digest)[..12])
-}
-
-/// Name of the copied (cluster-scoped) VolumeSnapshotContent.
-pub fn snapshot_content_name(uid: &str) -> String {
-    format!("svdm-{}", object_name(uid))
-}
-
-/// Name of the cert-manager certificate Secret of a published export's Ingress.
-pub fn ingress_tls_secret_name(uid: &str) -> String {
-    format!("{}-public-tls", object_name(uid))
-}
+pub use svdm_api::names::{ingress_tls_secret_name, object_name, snapshot_content_name};
 
 pub fn labels(uid: &str) -> BTreeMap<String, String> {
     BTreeMap::from([

@@ -53,7 +53,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::names;
 use crate::protocol::{Hook, HookError, Input, Output};
@@ -148,25 +147,7 @@ pub struct ObjView {
     pub target_name: Option<String>,
 }
 
-/// Name of the objects the controller creates for a DataExport in the module namespace (exporter
-/// Pod, Service, Secret, Lease, Ingress, export or restored PVC, copied VolumeSnapshot). Must stay
-/// equal to crates/controller `objects::object_name`; a test pins a value computed by it.
-pub fn object_name(uid: &str) -> String {
-    let digest = Sha256::digest(uid.as_bytes());
-    let hex = hex::encode(digest);
-    format!("exp-{}", &hex[..12])
-}
-
-/// Name of the copied (cluster-scoped) VolumeSnapshotContent (controller `snapshot_content_name`).
-pub fn snapshot_content_name(uid: &str) -> String {
-    format!("svdm-{}", object_name(uid))
-}
-
-/// Name of the cert-manager Secret of a published export's Ingress (controller
-/// `ingress_tls_secret_name`); cert-manager creates it without our label, so it is found by name.
-pub fn ingress_tls_secret_name(uid: &str) -> String {
-    format!("{}-public-tls", object_name(uid))
-}
+pub use svdm_api::names::{ingress_tls_secret_name, object_name, snapshot_content_name};
 
 /// A VolumeSnapshot export to tear down: the DataExport uid and, when known, the user's snapshot.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]

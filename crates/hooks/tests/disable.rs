@@ -176,7 +176,8 @@ fn snapshot_plan(with_crds: bool) -> Output {
 
 #[test]
 fn names_match_the_controllers() {
-    // Computed by crates/controller `objects::object_name` (sha256 of the uid, 12 hex digits).
+    // A value computed by `svdm_api::names::object_name` when the controller created objects by it:
+    // pinned so a change of the naming (which would strand existing exports) fails here.
     assert_eq!(disable::object_name("de-snap-uid"), "exp-72c99bf2222d");
     assert_eq!(
         disable::snapshot_content_name("de-snap-uid"),
