@@ -65,23 +65,13 @@ async fn crash_after_every_handover_step_then_delete_returns_everything() {
         let (pv, uid) = make_provisioned_pvc(&client, &ns, mode(i)).await;
         let before = write_volume_data(&client, &pv, mode(i)).await;
         let crashing = start_controller(&kc, &id, Some(step), &[]);
-        create_export(
-            &client,
-            &ns,
-            "de1",
-            &id,
-            "1h",
-            "PersistentVolumeClaim",
-            "data",
-        )
-        .await;
+        export_pvc(&client, &ns, "de1", &id).await;
         let code = crashing.wait_exit(90).await;
         assert_eq!(code, Some(3), "controller must stop right after {step}");
         // Restart: the handover resumes from the cluster state and completes.
         let ctl = start_controller(&kc, &id, None, &[]);
         wait_handed_over(&client, &pv, 90).await;
-        delete_export(&client, &ns, "de1").await;
-        wait_gone(&client, &ns, "de1", 90).await;
+        delete_export_and_wait(&client, &ns, "de1", 90).await;
         assert_returned(&client, &ns, &pv, &uid, "Delete").await;
         let after = volume_checksum(&client, &pv, mode(i)).await;
         assert_eq!(
@@ -115,16 +105,7 @@ async fn crash_after_every_return_step_then_restart_returns_everything() {
         let (pv, uid) = make_provisioned_pvc(&client, &ns, mode(i + 1)).await;
         let before = write_volume_data(&client, &pv, mode(i + 1)).await;
         let ctl = start_controller(&kc, &id, None, &[]);
-        create_export(
-            &client,
-            &ns,
-            "de1",
-            &id,
-            "1h",
-            "PersistentVolumeClaim",
-            "data",
-        )
-        .await;
+        export_pvc(&client, &ns, "de1", &id).await;
         wait_handed_over(&client, &pv, 90).await;
         ctl.stop().await;
         let crashing = start_controller(&kc, &id, Some(step), &[]);

@@ -29,16 +29,7 @@ async fn publish_flips_and_a_deleted_exporter_pod_is_recreated() {
         &["--publish-host", "data-exporter.example.com"],
     );
     let (pv, uid) = make_bound_pvc(&client, &ns, "Filesystem").await;
-    create_export(
-        &client,
-        &ns,
-        "de1",
-        &id,
-        "1h",
-        "PersistentVolumeClaim",
-        "data",
-    )
-    .await;
+    export_pvc(&client, &ns, "de1", &id).await;
     wait_handed_over(&client, &pv, 60).await;
     let des: Api<DataExport> = Api::namespaced(client.clone(), &ns);
     let de = des.get("de1").await.expect("de");
@@ -101,12 +92,9 @@ async fn publish_flips_and_a_deleted_exporter_pod_is_recreated() {
     })
     .await;
 
-    delete_export(&client, &ns, "de1").await;
-    wait_gone(&client, &ns, "de1", 60).await;
+    delete_export_and_wait(&client, &ns, "de1", 60).await;
     assert_returned(&client, &ns, &pv, &uid, "Delete").await;
-    ctl.stop().await;
-    delete_pv(&client, &pv).await;
-    delete_namespace(&client, &ns).await;
+    stop_and_clean_up(ctl, &client, &ns, &pv).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,16 +106,7 @@ async fn a_second_export_of_the_same_pvc_waits_and_takes_nothing() {
     let id = ns.clone();
     let ctl = start_controller(&kc, &id, None, &[]);
     let (pv, uid) = make_bound_pvc(&client, &ns, "Filesystem").await;
-    create_export(
-        &client,
-        &ns,
-        "first",
-        &id,
-        "1h",
-        "PersistentVolumeClaim",
-        "data",
-    )
-    .await;
+    export_pvc(&client, &ns, "first", &id).await;
     wait_handed_over(&client, &pv, 60).await;
     let des: Api<DataExport> = Api::namespaced(client.clone(), &ns);
     let created = {
@@ -151,16 +130,12 @@ async fn a_second_export_of_the_same_pvc_waits_and_takes_nothing() {
         .await;
         assert_eq!(reason, conditions::reason::TARGET_IN_USE);
         // Deleting the second one must not disturb the first one's handover.
-        delete_export(&client, &ns, "second").await;
-        wait_gone(&client, &ns, "second", 30).await;
+        delete_export_and_wait(&client, &ns, "second", 30).await;
         wait_handed_over(&client, &pv, 5).await;
     }
-    delete_export(&client, &ns, "first").await;
-    wait_gone(&client, &ns, "first", 60).await;
+    delete_export_and_wait(&client, &ns, "first", 60).await;
     assert_returned(&client, &ns, &pv, &uid, "Delete").await;
-    ctl.stop().await;
-    delete_pv(&client, &pv).await;
-    delete_namespace(&client, &ns).await;
+    stop_and_clean_up(ctl, &client, &ns, &pv).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,16 +156,7 @@ async fn user_deleting_the_pvc_during_an_export_gets_it_back_and_deleted() {
     )
     .await
     .expect("retain");
-    create_export(
-        &client,
-        &ns,
-        "de1",
-        &id,
-        "1h",
-        "PersistentVolumeClaim",
-        "data",
-    )
-    .await;
+    export_pvc(&client, &ns, "de1", &id).await;
     wait_handed_over(&client, &pv, 60).await;
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
     pvcs.delete("data", &DeleteParams::default())
@@ -219,11 +185,8 @@ async fn user_deleting_the_pvc_during_an_export_gets_it_back_and_deleted() {
         .then_some(())
     })
     .await;
-    delete_export(&client, &ns, "de1").await;
-    wait_gone(&client, &ns, "de1", 30).await;
-    ctl.stop().await;
-    delete_pv(&client, &pv).await;
-    delete_namespace(&client, &ns).await;
+    delete_export_and_wait(&client, &ns, "de1", 30).await;
+    stop_and_clean_up(ctl, &client, &ns, &pv).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,16 +198,7 @@ async fn an_orphaned_export_is_returned_by_the_sweep() {
     let id = ns.clone();
     let ctl = start_controller(&kc, &id, None, &[]);
     let (pv, uid) = make_bound_pvc(&client, &ns, "Block").await;
-    create_export(
-        &client,
-        &ns,
-        "de1",
-        &id,
-        "1h",
-        "PersistentVolumeClaim",
-        "data",
-    )
-    .await;
+    export_pvc(&client, &ns, "de1", &id).await;
     wait_handed_over(&client, &pv, 60).await;
     ctl.stop().await;
     // Someone strips the finalizer and deletes the DataExport while no controller runs.
@@ -256,8 +210,7 @@ async fn an_orphaned_export_is_returned_by_the_sweep() {
     )
     .await
     .expect("strip finalizer");
-    delete_export(&client, &ns, "de1").await;
-    wait_gone(&client, &ns, "de1", 30).await;
+    delete_export_and_wait(&client, &ns, "de1", 30).await;
     // The next controller finds the orphan in its first sweep and returns it.
     let ctl = start_controller(&kc, &id, None, &[]);
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
@@ -277,7 +230,5 @@ async fn an_orphaned_export_is_returned_by_the_sweep() {
     })
     .await;
     assert_returned(&client, &ns, &pv, &uid, "Delete").await;
-    ctl.stop().await;
-    delete_pv(&client, &pv).await;
-    delete_namespace(&client, &ns).await;
+    stop_and_clean_up(ctl, &client, &ns, &pv).await;
 }

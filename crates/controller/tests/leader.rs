@@ -47,16 +47,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
         "the standby must not take a live lease"
     );
     let (pv, uid) = make_bound_pvc(&client, &ns, "Filesystem").await;
-    create_export(
-        &client,
-        &ns,
-        "de1",
-        &id,
-        "1h",
-        "PersistentVolumeClaim",
-        "data",
-    )
-    .await;
+    export_pvc(&client, &ns, "de1", &id).await;
     wait_handed_over(&client, &pv, 60).await;
     assert!(
         !log_of(&b).contains("protect-user-pvc done"),
@@ -71,8 +62,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
             .filter(|h| h.ends_with(&format!("_{b_pid}")))
     })
     .await;
-    delete_export(&client, &ns, "de1").await;
-    wait_gone(&client, &ns, "de1", 60).await;
+    delete_export_and_wait(&client, &ns, "de1", 60).await;
     assert_returned(&client, &ns, &pv, &uid, "Delete").await;
     b.stop().await;
     delete_pv(&client, &pv).await;

@@ -24,16 +24,7 @@ async fn pvc_handover_and_return_on_delete() {
         make_bound_pvc(&client, &ns, "Filesystem").await
     };
 
-    create_export(
-        &client,
-        &ns,
-        "de1",
-        &id,
-        "1h",
-        "PersistentVolumeClaim",
-        "data",
-    )
-    .await;
+    export_pvc(&client, &ns, "de1", &id).await;
     wait_handed_over(&client, &pv, 60).await;
 
     // Status: url, ca and volumeMode are there before (and so no later than) Ready.
@@ -80,13 +71,10 @@ async fn pvc_handover_and_return_on_delete() {
         eprintln!("note: no simulated node; Ready=True not checked");
     }
 
-    delete_export(&client, &ns, "de1").await;
-    wait_gone(&client, &ns, "de1", 90).await;
+    delete_export_and_wait(&client, &ns, "de1", 90).await;
     assert_returned(&client, &ns, &pv, &user_uid, "Delete").await;
 
-    ctl.stop().await;
-    delete_pv(&client, &pv).await;
-    delete_namespace(&client, &ns).await;
+    stop_and_clean_up(ctl, &client, &ns, &pv).await;
 }
 
 use kube::ResourceExt;
@@ -143,8 +131,7 @@ async fn pvc_in_use_is_refused_with_the_pod_named_and_deletion_while_pending_is_
                 Some("Delete")
             );
             // Deleting a Pending export completes at once.
-            delete_export(&client, &ns, "de1").await;
-            wait_gone(&client, &ns, "de1", 30).await;
+            delete_export_and_wait(&client, &ns, "de1", 30).await;
             assert_returned(&client, &ns, &pv, &user_uid, "Delete").await;
         }
         Err(e) => {
@@ -186,8 +173,7 @@ async fn missing_target_reports_target_not_found() {
                 .then_some(())
         })
         .await;
-        delete_export(&client, &ns, "de1").await;
-        wait_gone(&client, &ns, "de1", 30).await;
+        delete_export_and_wait(&client, &ns, "de1", 30).await;
     }
     ctl.stop().await;
     delete_namespace(&client, &ns).await;
@@ -235,9 +221,7 @@ async fn expiry_returns_the_volume_and_leaves_no_finalizer_then_retention_delete
     assert_returned(&client, &ns, &pv, &user_uid, "Delete").await;
     // Retention: the expired object disappears by itself.
     wait_gone(&client, &ns, "de1", 90).await;
-    ctl.stop().await;
-    delete_pv(&client, &pv).await;
-    delete_namespace(&client, &ns).await;
+    stop_and_clean_up(ctl, &client, &ns, &pv).await;
 }
 
 /// A ttl edited on a live export takes effect without restarting anything.
@@ -254,16 +238,7 @@ async fn a_ttl_edited_on_a_live_export_takes_effect() {
     let id = ns.clone();
     let ctl = start_controller(&kc, &id, None, &[]);
     let (pv, user_uid) = make_provisioned_pvc(&client, &ns, "Block").await;
-    create_export(
-        &client,
-        &ns,
-        "de1",
-        &id,
-        "1h",
-        "PersistentVolumeClaim",
-        "data",
-    )
-    .await;
+    export_pvc(&client, &ns, "de1", &id).await;
     let des: Api<DataExport> = Api::namespaced(client.clone(), &ns);
     let de = wait_for("Ready", 120, || async {
         let de = des.get("de1").await.ok()?;
@@ -289,8 +264,7 @@ async fn a_ttl_edited_on_a_live_export_takes_effect() {
     .await;
     assert_returned(&client, &ns, &pv, &user_uid, "Delete").await;
     // Expired objects carry no finalizer: a delete completes at once.
-    delete_export(&client, &ns, "de1").await;
-    wait_gone(&client, &ns, "de1", 10).await;
+    delete_export_and_wait(&client, &ns, "de1", 10).await;
     ctl.stop().await;
     delete_namespace(&client, &ns).await;
 }

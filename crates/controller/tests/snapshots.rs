@@ -109,8 +109,7 @@ async fn snapshot_is_restored_in_the_module_namespace_and_cleaned_up() {
     })
     .await;
 
-    delete_export(&client, &ns, "de1").await;
-    wait_gone(&client, &ns, "de1", 90).await;
+    delete_export_and_wait(&client, &ns, "de1", 90).await;
     assert!(restored.get_opt(&obj).await.expect("get").is_none());
     let copies: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
@@ -250,8 +249,7 @@ async fn export_limit_holds_snapshot_and_pvc_exports_alike() {
     )
     .await;
     ready("de-snap-a").await;
-    delete_export(&client, &ns, "de-pvc").await;
-    wait_gone(&client, &ns, "de-pvc", 90).await;
+    delete_export_and_wait(&client, &ns, "de-pvc", 90).await;
 
     // Now a PVC export under the limit waits for the snapshot export, touching nothing.
     create_export(

@@ -293,6 +293,24 @@ pub async fn create_export(
         .expect("create DataExport");
 }
 
+/// The usual export of these tests: PVC `data`, ttl 1h.
+pub async fn export_pvc(client: &Client, ns: &str, name: &str, id: &str) {
+    create_export(client, ns, name, id, "1h", "PersistentVolumeClaim", "data").await;
+}
+
+/// Deletes a DataExport and waits until it is gone (the return done, the finalizer dropped).
+pub async fn delete_export_and_wait(client: &Client, ns: &str, name: &str, secs: u64) {
+    delete_export(client, ns, name).await;
+    wait_gone(client, ns, name, secs).await;
+}
+
+/// The end of a test: its controller stopped, its PV and namespace deleted.
+pub async fn stop_and_clean_up(ctl: Controller, client: &Client, ns: &str, pv: &str) {
+    ctl.stop().await;
+    delete_pv(client, pv).await;
+    delete_namespace(client, ns).await;
+}
+
 fn has_svdm_keys(m: Option<&std::collections::BTreeMap<String, String>>) -> Vec<String> {
     m.into_iter()
         .flatten()
