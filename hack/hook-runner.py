@@ -228,7 +228,9 @@ def run_hook(args, kubectl, index, hook, values):
                     print(f"hook {name}: object patch failed: {e}", file=sys.stderr)
                     errors.append(str(e))
             else:
-                print(f"hook {name}: object patch (not applied): {json.dumps(op)}", file=sys.stderr)
+                # Operation, kind and name only: a Create may carry Secret data (keys).
+                what = f"{op.get('operation')} {op.get('kind', '')}/{op.get('name', '')}"
+                print(f"hook {name}: object patch (not applied): {what}", file=sys.stderr)
         if errors:
             raise RunnerError(f"hook {name}: {len(errors)} of {len(ops)} object patch(es) failed: " + "; ".join(errors))
         if patch_text.strip():
