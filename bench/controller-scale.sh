@@ -17,7 +17,7 @@ e2e/testenv.sh up
 # can run beside another local stack.
 n=${SVDM_SCALE_N:-300}
 export SIM_NODE_NAME=${SIM_NODE_NAME:-sim-node-bench}
-export SIM_POD_IP_PREFIX=${SIM_POD_IP_PREFIX:-127.0.36,127.0.37}
+export SIM_POD_IP_PREFIX=${SIM_POD_IP_PREFIX:-198.18.36,198.18.37}
 export SIM_SERVICE_IP_PREFIX=${SIM_SERVICE_IP_PREFIX:-127.0.38}
 export SIM_MAX_PODS=${SIM_MAX_PODS:-$((n + 20))}
 e2e/stack.sh up sim

@@ -6,7 +6,7 @@ set -euo pipefail
 need=()
 have_cmd() { command -v "$1" >/dev/null 2>&1; }
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for pkg in libssl-dev pkg-config openssl curl util-linux python3 jq; do
+for pkg in libssl-dev pkg-config openssl curl util-linux iproute2 python3 jq; do
   have_pkg "$pkg" || need+=("$pkg")
 done
 if [ "${SVDM_BENCH:-0}" = 1 ]; then have_cmd nginx || need+=(nginx-light); fi
@@ -31,3 +31,5 @@ if ! losetup -f >/dev/null 2>&1; then
   modprobe loop 2>/dev/null || true
   losetup -f >/dev/null || { echo "setup: no free loop device (need root and the loop module)" >&2; exit 1; }
 fi
+# The simulated cluster network (API server and pod addresses): see the script.
+"$(dirname "$0")/sim-network.sh"

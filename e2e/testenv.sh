@@ -22,9 +22,14 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 TESTENV_DIR=${TESTENV_DIR:-$repo/.run/testenv}
 EDITOR_NS=svdm-editor
+# The API server's address in the simulated cluster network (e2e/sim-network.sh): local to this
+# machine, yet a valid EndpointSlice address, so the API server's own endpoint reconciler publishes
+# it for Service default/kubernetes and that Service's ClusterIP reaches it, as in a real cluster.
+API_IP=198.18.0.1
 log() { printf 'testenv: %s\n' "$*" >&2; }
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+free_api_port() { python3 -c "import socket;s=socket.socket();s.bind((\"$API_IP\",0));print(s.getsockname()[1])"; }
 
 # Processes are tracked by pid files; a process is ours only if its pid file exists and the pid
 # still runs the binary we started (pids are reused).
@@ -84,7 +89,7 @@ kind: Config
 clusters:
 - name: testenv
   cluster:
-    server: https://127.0.0.1:$api_port
+    server: https://$API_IP:$api_port
     certificate-authority-data: $ca_data
 users:
 - name: user
@@ -114,7 +119,7 @@ make_pki() {
   openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=kube-apiserver" \
     -keyout "$pki/apiserver.key" -out "$pki/apiserver.csr" 2>/dev/null
   openssl x509 -req -in "$pki/apiserver.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial -days 30 \
-    -out "$pki/apiserver.crt" -extfile <(printf "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth") 2>/dev/null
+    -out "$pki/apiserver.crt" -extfile <(printf "subjectAltName=IP:$API_IP,IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth") 2>/dev/null
   openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$pki/sa.key" 2>/dev/null
   openssl pkey -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
   # The control-plane components authenticate with client certificates as the users the RBAC
@@ -144,13 +149,14 @@ up() {
   down >/dev/null 2>&1 || true
   local t0 kube_bin snap_dir
   t0=$(date +%s)
+  "$repo/e2e/sim-network.sh"
   kube_bin=$("$repo/e2e/kube-testenv/build.sh")
   snap_dir=$("$repo/e2e/snapshot-controller/build.sh")
   log "binaries ready in $(( $(date +%s) - t0 ))s: $kube_bin"
   mkdir -p "$TESTENV_DIR"
   pki=$TESTENV_DIR/pki
   make_pki
-  api_port=$(free_port); etcd_port=$(free_port); peer_port=$(free_port)
+  api_port=$(free_api_port); etcd_port=$(free_port); peer_port=$(free_port)
   kcm_port=$(free_port); sched_port=$(free_port); snap_port=$(free_port)
   # etcd's data is disposable: tmpfs and no fsync keep 2 cores free for real work.
   local etcd_data
@@ -163,15 +169,13 @@ up() {
     --initial-cluster "default=http://127.0.0.1:$peer_port" --listen-metrics-urls ""
   wait_for etcd 60 curl -fsS "http://127.0.0.1:$etcd_port/health"
 
-  # --endpoint-reconciler-type=none: a loopback advertise address may not go into Endpoints.
   # The service range is on loopback (127.0.240.0/20, 4094 Services: enough for the 300-export
   # scale run): the simulated node's kube-proxy stand-in listens on each ClusterIP it serves, so
   # the API server reaches a webhook registered by Service reference the way it does in a cluster.
   # Nothing here ever dials an address off this machine.
   start kube-apiserver "$kube_bin/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
-    --endpoint-reconciler-type none \
+    --bind-address "$API_IP" --advertise-address "$API_IP" --secure-port "$api_port" \
     --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
     --client-ca-file "$pki/ca.crt" --token-auth-file "$pki/tokens.csv" \
     --authorization-mode Node,RBAC \
@@ -181,7 +185,7 @@ up() {
     --service-cluster-ip-range "${TESTENV_SERVICE_CIDR:-127.0.240.0/20}" \
     --allow-privileged=true --profiling=false --enable-priority-and-fairness=false --v=1
   wait_for kube-apiserver 120 curl -fsS --cacert "$pki/ca.crt" -H "Authorization: Bearer $admin_token" \
-    "https://127.0.0.1:$api_port/readyz"
+    "https://$API_IP:$api_port/readyz"
 
   kubeconfig "$TESTENV_DIR/admin.kubeconfig" "    token: $admin_token"
   kubeconfig "$TESTENV_DIR/editor.kubeconfig" "    token: $editor_token"
@@ -242,7 +246,7 @@ EOF
 export TESTENV_DIR=$TESTENV_DIR
 export TESTENV_BIN=$kube_bin
 export TESTENV_SNAPSHOT_CRDS=$snap_dir/crds
-export TESTENV_API_URL=https://127.0.0.1:$api_port
+export TESTENV_API_URL=https://$API_IP:$api_port
 export TESTENV_CA=$pki/ca.crt
 export TESTENV_CA_KEY=$pki/ca.key
 export TESTENV_KUBECONFIG=$TESTENV_DIR/admin.kubeconfig

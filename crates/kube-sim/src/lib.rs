@@ -8,7 +8,7 @@
 //! | [`provisioner`] | external-provisioner + CSI controller: volumes and PVs, deletion, restores |
 //! | [`snapshotter`] | csi-snapshotter sidecar: VolumeSnapshotContents of our driver |
 //! | [`kubelet`] | pods: exporter pods as local processes, other pods held Running |
-//! | [`proxy`], [`hosts`] | kube-proxy + DNS: Service names to loopback forwarders |
+//! | [`proxy`], [`hosts`] | kube-proxy + DNS: Services to forwarders, by their EndpointSlices |
 //! | [`storage`] | the disks: directories and loop devices under the data directory |
 //!
 //! The one shortcut: a container sees host paths, not its mount namespace. Arguments of an exporter
@@ -29,6 +29,7 @@ pub mod snapshot_api;
 pub mod snapshotter;
 pub mod storage;
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -68,6 +69,11 @@ pub struct Config {
     pub taints: Vec<serde_json::Value>,
     /// Serve only StorageClasses and static PVs pinned to nodes (a private node sharing the cluster).
     pub pinned_only: bool,
+    /// Also forward Services whose endpoints are on no node (`default/kubernetes`: the API server).
+    /// Exactly one node of a cluster does, since one address can have only one listener here.
+    pub proxy_nodeless: bool,
+    /// How long an endpoint change takes to reach the forwarders: a slow kube-proxy, for tests.
+    pub proxy_delay: std::time::Duration,
 }
 
 /// What stands in for one container image: the program(s) it would contain, on the host.
@@ -142,17 +148,69 @@ impl Config {
     }
 }
 
-/// Parse `127.0.1` into octets; only loopback prefixes are accepted.
-pub fn parse_prefix(s: &str) -> Result<[u8; 3], String> {
+/// The simulated cluster network: addresses the API server accepts in EndpointSlices (it refuses
+/// loopback there) that are still local to this machine, because the route
+/// `local 198.18.0.0/15 dev lo` (e2e/sim-network.sh, run by e2e/setup.sh) delivers all of them to
+/// `lo`. 198.18.0.0/15 is reserved for network benchmarks (RFC 2544) and never routed on the internet.
+/// The control plane takes 198.18.0.0/24 (the API server listens on 198.18.0.1); pods take /24
+/// prefixes above it.
+pub const SIM_NETWORK: (Ipv4Addr, u8) = (Ipv4Addr::new(198, 18, 0, 0), 15);
+
+/// Whether this machine answers `ip` itself: loopback, or the simulated cluster network. Nothing
+/// in the simulation ever dials anything else.
+pub fn is_local(ip: Ipv4Addr) -> bool {
+    let o = ip.octets();
+    ip.is_loopback() || (o[0] == 198 && o[1] & 0xfe == 18)
+}
+
+fn octets(s: &str) -> Result<[u8; 3], String> {
     let parts: Vec<u8> = s
         .split('.')
         .map(|p| p.parse::<u8>())
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
     match parts.as_slice() {
-        [127, b, c] => Ok([127, *b, *c]),
-        _ => Err(format!("{s:?} is not a loopback /24 prefix like 127.0.1")),
+        [a, b, c] => Ok([*a, *b, *c]),
+        _ => Err(format!("{s:?} is not a /24 prefix like 198.18.1")),
     }
+}
+
+/// Parse a pod address prefix such as `198.18.1`: a /24 of the simulated cluster network, outside
+/// the control plane's 198.18.0.0/24 (pod addresses must be valid EndpointSlice addresses).
+pub fn parse_pod_prefix(s: &str) -> Result<[u8; 3], String> {
+    let p = octets(s)?;
+    let ip = Ipv4Addr::new(p[0], p[1], p[2], 0);
+    if ip.is_loopback() || !is_local(ip) || p[..] == [198, 18, 0] {
+        return Err(format!(
+            "{s:?} is not a pod prefix of the simulated cluster network (198.18.1 to 198.19.255; \
+             loopback addresses cannot be EndpointSlice endpoints)"
+        ));
+    }
+    Ok(p)
+}
+
+/// Parse a Service address prefix such as `127.0.2` (loopback or the simulated cluster network),
+/// used for Services whose ClusterIP this machine cannot serve.
+pub fn parse_service_prefix(s: &str) -> Result<[u8; 3], String> {
+    let p = octets(s)?;
+    if !is_local(Ipv4Addr::new(p[0], p[1], p[2], 0)) {
+        return Err(format!(
+            "{s:?} is neither loopback nor in the simulated cluster network 198.18.0.0/15"
+        ));
+    }
+    Ok(p)
+}
+
+/// Fails with what to do when the simulated cluster network is not routed to this machine.
+pub fn check_sim_network(prefix: [u8; 3]) -> Result<()> {
+    let ip = Ipv4Addr::new(prefix[0], prefix[1], prefix[2], 1);
+    std::net::TcpListener::bind((ip, 0)).map(drop).map_err(|e| {
+        Error::NotReady(format!(
+            "cannot bind {ip} ({e}): the simulated cluster network {}/{} is not local here; \
+             run e2e/sim-network.sh as root (ip route add local 198.18.0.0/15 dev lo)",
+            SIM_NETWORK.0, SIM_NETWORK.1
+        ))
+    })
 }
 
 /// Everything the loops share.
@@ -211,6 +269,9 @@ async fn shutdown_signal() {
 
 /// Run the simulated node until SIGINT/SIGTERM, then stop its processes and remove its hosts entries.
 pub async fn run(config: Config) -> Result<()> {
+    for prefix in &config.pod_ip_prefixes {
+        check_sim_network(*prefix)?;
+    }
     let (client, cluster) = connect(&config).await?;
     let store = storage::Store::open(&config.data_dir)?;
     let reporter = Reporter {
@@ -277,14 +338,41 @@ pub async fn run(config: Config) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_prefix;
+    use super::*;
 
     #[test]
-    fn prefixes_must_be_loopback() {
-        assert_eq!(parse_prefix("127.0.1"), Ok([127, 0, 1]));
-        assert!(parse_prefix("10.0.0").is_err());
-        assert!(parse_prefix("127.0").is_err());
-        assert!(parse_prefix("127.0.300").is_err());
+    fn pod_prefixes_are_in_the_sim_network_outside_the_control_plane() {
+        assert_eq!(parse_pod_prefix("198.18.1"), Ok([198, 18, 1]));
+        assert_eq!(parse_pod_prefix("198.19.255"), Ok([198, 19, 255]));
+        assert!(
+            parse_pod_prefix("198.18.0").is_err(),
+            "the API server's /24"
+        );
+        assert!(
+            parse_pod_prefix("127.0.1").is_err(),
+            "loopback is no endpoint"
+        );
+        assert!(parse_pod_prefix("198.20.1").is_err());
+        assert!(parse_pod_prefix("10.0.0").is_err());
+        assert!(parse_pod_prefix("198.18").is_err());
+        assert!(parse_pod_prefix("198.18.300").is_err());
+    }
+
+    #[test]
+    fn service_prefixes_are_local() {
+        assert_eq!(parse_service_prefix("127.0.2"), Ok([127, 0, 2]));
+        assert_eq!(parse_service_prefix("198.19.7"), Ok([198, 19, 7]));
+        assert!(parse_service_prefix("10.96.0").is_err());
+    }
+
+    #[test]
+    fn only_loopback_and_the_sim_network_are_local() {
+        assert!(is_local(Ipv4Addr::new(127, 0, 240, 1)));
+        assert!(is_local(Ipv4Addr::new(198, 18, 0, 1)));
+        assert!(is_local(Ipv4Addr::new(198, 19, 200, 3)));
+        assert!(!is_local(Ipv4Addr::new(198, 20, 0, 1)));
+        assert!(!is_local(Ipv4Addr::new(198, 17, 0, 1)));
+        assert!(!is_local(Ipv4Addr::new(10, 0, 0, 1)));
     }
 }
 
@@ -300,12 +388,14 @@ mod image_tests {
             kubeconfig: None,
             install_classes: false,
             images,
-            pod_ip_prefixes: vec![[127, 0, 1]],
+            pod_ip_prefixes: vec![[198, 18, 1]],
             max_pods: 110,
             service_ip_prefix: [127, 0, 2],
             hosts_file: PathBuf::from("/nonexistent"),
             taints: vec![],
             pinned_only: false,
+            proxy_nodeless: false,
+            proxy_delay: std::time::Duration::ZERO,
         }
     }
 

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use svdm_kube_sim::{Config, ImageRun, Program, parse_prefix};
+use svdm_kube_sim::{Config, ImageRun, Program, parse_pod_prefix, parse_service_prefix};
 
 /// Simulated node, CSI storage and kube-proxy/DNS for the local control plane (dev only).
 #[derive(Parser, Debug)]
@@ -33,15 +33,23 @@ struct Cli {
     /// `command[0]` runs (an image holding several binaries).
     #[arg(long = "image", value_parser = ImageRun::parse)]
     images: Vec<ImageRun>,
-    /// Pods get addresses <prefix>.10-254; several comma-separated prefixes for more than 245 pods.
-    #[arg(long, env = "SIM_POD_IP_PREFIX", default_value = "127.0.1", value_delimiter = ',', value_parser = parse_prefix)]
+    /// Pods get addresses <prefix>.10-254 of the simulated cluster network 198.18.0.0/15 (routed to
+    /// `lo` by e2e/sim-network.sh); several comma-separated prefixes for more than 245 pods.
+    #[arg(long, env = "SIM_POD_IP_PREFIX", default_value = "198.18.1", value_delimiter = ',', value_parser = parse_pod_prefix)]
     pod_ip_prefix: Vec<[u8; 3]>,
     /// Pods the Node accepts (capacity `pods`), as the kubelet's --max-pods.
     #[arg(long, env = "SIM_MAX_PODS", default_value_t = 110)]
     max_pods: u32,
-    /// Services get addresses <prefix>.10-254.
-    #[arg(long, env = "SIM_SERVICE_IP_PREFIX", default_value = "127.0.2", value_parser = parse_prefix)]
+    /// Services whose ClusterIP is not local to this machine get addresses <prefix>.10-254.
+    #[arg(long, env = "SIM_SERVICE_IP_PREFIX", default_value = "127.0.2", value_parser = parse_service_prefix)]
     service_ip_prefix: [u8; 3],
+    /// Also forward Services whose endpoints are on no node, such as `default/kubernetes` (the API
+    /// server). Give it to one node of the cluster only.
+    #[arg(long, env = "SIM_PROXY_NODELESS")]
+    proxy_nodeless: bool,
+    /// Milliseconds an endpoint change takes to reach the forwarders (a slow kube-proxy, for tests).
+    #[arg(long, env = "SIM_PROXY_DELAY_MS", default_value_t = 0)]
+    proxy_delay_ms: u64,
     /// The hosts file that carries Service names.
     #[arg(long, default_value = "/etc/hosts")]
     hosts_file: PathBuf,
@@ -78,6 +86,8 @@ async fn main() -> anyhow::Result<()> {
         hosts_file: cli.hosts_file,
         taints: cli.register_with_taints,
         pinned_only: cli.pinned_only,
+        proxy_nodeless: cli.proxy_nodeless,
+        proxy_delay: std::time::Duration::from_millis(cli.proxy_delay_ms),
     };
     svdm_kube_sim::run(config).await?;
     Ok(())

@@ -692,7 +692,7 @@ async fn simulated_node_end_to_end() -> Result<()> {
     let client = env.admin().await?;
     let id = rand::random::<u32>() % 50;
     let node = format!("kubesim-test-{:06}", rand::random::<u32>() % 1_000_000);
-    let pod_prefix = format!("127.0.{}", 100 + id);
+    let pod_prefix = format!("198.18.{}", 100 + id);
     let service_prefix = format!("127.0.{}", 150 + id);
     let tmp = tempfile::tempdir()?;
     let data = tmp.path().join("data");

@@ -3,8 +3,9 @@
 //! - Pods with a container whose image the simulator runs (`--exporter-image`, `--image`) run that
 //!   container's program as a local process (see [`worker`]); everything else is reported
 //!   Running/Ready and held so until deleted.
-//! - Every pod gets an address from a loopback pool (`<pod-ip-prefix>.N`, default `127.0.1.N`); the exporter
-//!   binds it itself (all of 127.0.0.0/8 is local on Linux).
+//! - Every pod gets an address from a pool (`<pod-ip-prefix>.N`, default `198.18.1.N`) in the simulated
+//!   cluster network, which is local to this machine (see [`crate::SIM_NETWORK`]) yet, unlike loopback,
+//!   accepted by the API server as an EndpointSlice address; the exporter binds it itself.
 //! - Deletion: stop the process (SIGTERM, grace period, SIGKILL), then delete the pod with grace 0, the
 //!   kubelet's final step.
 
