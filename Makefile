@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/storage-volume-data-manager/target
 export CARGO_TERM_COLOR ?= never
 KEEP ?= 0
 
-.PHONY: demo test lint fmt-check clippy module-lint bench bench-exporter bench-scale crds testenv-up testenv-down setup build
+.PHONY: demo test lint fmt-check clippy module-lint bench bench-exporter bench-proxy bench-scale crds testenv-up testenv-down setup build
 
 setup:
 	@e2e/setup.sh
@@ -35,12 +35,16 @@ clippy:
 module-lint:
 	hack/module-lint.sh
 
-bench: bench-exporter bench-scale
+bench: bench-exporter bench-proxy bench-scale
 
 # Exporter vs nginx vs Go net/http on the same files over loopback TLS (installs nginx-light).
 bench-exporter: setup
 	SVDM_BENCH=1 e2e/setup.sh
 	bench/exporter.sh
+
+# The simulated kube-proxy's forwarder vs a direct connection to the exporter (latency, throughput).
+bench-proxy: setup
+	bench/proxy.sh
 
 # 300 DataExports at once on the local control plane: time to Ready/return, controller peak RSS.
 bench-scale: setup

@@ -153,6 +153,19 @@ kind: RoleBinding
 metadata: {name: "test-editor-dataexports", namespace: $TESTENV_EDITOR_NAMESPACE}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "d8:storage-volume-data-manager:user"}
 subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: test-editor}]
+---
+# The chart's grant for d8's publish auto-detect (templates/publish-autodetect-rbac.yaml).
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: "d8:storage-volume-data-manager:publish-autodetect", namespace: default}
+rules:
+- {apiGroups: [""], resources: [services], resourceNames: [kubernetes], verbs: [get]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: "d8:storage-volume-data-manager:publish-autodetect", namespace: default}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: "d8:storage-volume-data-manager:publish-autodetect"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:authenticated"}]
 EOF
 
   # Exporter CA: what the module's TLS hook puts into a Secret for the controller.
@@ -170,11 +183,12 @@ EOF
       # The node runs with admin credentials, as a stand-in for kubelet + CSI driver + kube-proxy.
       # Images it runs as local processes: the tests' exporter image, and the module's images as the
       # chart names them (e2e/module.sh): the controller image holds both the controller and the
-      # webhook binary, picked by the container's command.
+      # webhook binary, picked by the container's command. This node also forwards the Services
+      # whose endpoints are on no node: default/kubernetes, the API server (--proxy-nodeless).
       # shellcheck source=e2e/module/images.env
       . "$repo/e2e/module/images.env"
       KUBECONFIG=$TESTENV_KUBECONFIG RUST_LOG=${SIM_LOG:-info} "$target/svdm-kube-sim" \
-        --kubeconfig "$TESTENV_KUBECONFIG" --data-dir "$stack/kube-sim" \
+        --kubeconfig "$TESTENV_KUBECONFIG" --data-dir "$stack/kube-sim" --proxy-nodeless \
         --exporter-image "$EXPORTER_IMAGE" --exporter-binary "$target/svdm-exporter" \
         --image "$SVDM_MODULE_REGISTRY@$SVDM_CONTROLLER_DIGEST=$target" \
         --image "$SVDM_MODULE_REGISTRY@$SVDM_EXPORTER_DIGEST=$target/svdm-exporter" \
