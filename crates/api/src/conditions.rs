@@ -22,6 +22,10 @@ pub mod reason {
     pub const VALIDATION_FAILED: &str = "ValidationFailed";
     pub const LIMIT_REACHED: &str = "LimitReached";
     pub const EXPIRED: &str = "Expired";
+    /// Idle longer than its ttl; the volume is being returned. The expiry signals (`Expired=True`,
+    /// `Ready=False/Expired`) follow once no finalizer is left, because clients delete and
+    /// recreate an expired export at once.
+    pub const RETURNING: &str = "Returning";
     pub const TERMINATING: &str = "Terminating";
 }
 

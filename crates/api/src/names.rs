@@ -38,6 +38,12 @@ pub const LABEL_PV_INCONSISTENT: &str = "svdm.storage.deckhouse.io/inconsistent"
 pub const ANN_OWNER_NAMESPACE: &str = "svdm.storage.deckhouse.io/dataexport-namespace";
 pub const ANN_OWNER_NAME: &str = "svdm.storage.deckhouse.io/dataexport-name";
 pub const ANN_OWNER_UID: &str = "svdm.storage.deckhouse.io/dataexport-uid";
+/// Written on the claim a PV has just been pointed at (the export PVC, or the user PVC on the
+/// return): kube-controller-manager's PV binder completes a pre-bound claim only when it syncs
+/// that claim, on a change of the claim or at its periodic resync (15 s by default), so without
+/// this write every handover and return would wait for the resync. Removed with the owner
+/// annotations.
+pub const ANN_BIND_REQUESTED: &str = "svdm.storage.deckhouse.io/bind-requested";
 
 /// On an exported PV: what to restore when the export ends.
 pub const ANN_PV_ORIGINAL_RECLAIM_POLICY: &str =

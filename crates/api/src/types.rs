@@ -131,6 +131,10 @@ pub struct DataExportStatus {
 pub enum Phase {
     Pending,
     Ready,
+    // Idle longer than its ttl, the volume on its way back; `Expired` once it is back and the
+    // object can be deleted at once. (Plain comments: doc comments on variants would turn the
+    // schema's `enum` into a `oneOf`.)
+    Expiring,
     Expired,
     Failed,
     Terminating,
@@ -141,6 +145,7 @@ impl Phase {
         match self {
             Phase::Pending => "Pending",
             Phase::Ready => "Ready",
+            Phase::Expiring => "Expiring",
             Phase::Expired => "Expired",
             Phase::Failed => "Failed",
             Phase::Terminating => "Terminating",

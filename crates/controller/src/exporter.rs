@@ -23,14 +23,32 @@ use crate::objects::{self, Owner};
 const LEAF_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
 const RENEW_MARGIN: Duration = Duration::from_secs(2 * 24 * 3600);
 
+/// Where publishing stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Publish {
+    /// Not requested (any Ingress of the export is deleted).
+    #[default]
+    Off,
+    /// The Ingress exists as wanted: the API server (and any admission webhook of the ingress
+    /// controller) accepted it.
+    Admitted,
+    /// Requested but not possible now; the text says why and what to do.
+    Failed(String),
+}
+
 /// What the exporter looks like right now.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
     pub pod_ready: bool,
+    /// The exporter pod's uid (its EndpointSlice endpoint names it).
+    pub pod_uid: Option<String>,
     /// Why the pod cannot serve, when it is clearly broken (not merely starting).
     pub pod_problem: Option<String>,
     pub last_access: Option<Timestamp>,
+    /// The exporter CA, PEM, and as `status.ca` carries it (base64 of the PEM).
+    pub ca_pem: String,
     pub ca_b64: String,
+    pub publish: Publish,
     /// The pod was created in this pass.
     pub created: bool,
 }
@@ -215,6 +233,7 @@ pub async fn ensure(
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let mut created = false;
+    let mut pod_uid = None;
     let (ready, problem) = match pods.get_opt(&name).await? {
         None => {
             let pod = objects::exporter_pod(owner, &name, pvc, mode, &ctx.settings);
@@ -223,6 +242,7 @@ pub async fn ensure(
             (false, None)
         }
         Some(p) => {
+            pod_uid = p.uid();
             let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
             if p.metadata.deletion_timestamp.is_none()
                 && matches!(phase, Some("Failed") | Some("Succeeded"))
@@ -248,41 +268,81 @@ pub async fn ensure(
         }
     };
 
-    let ingresses: Api<Ingress> = Api::namespaced(client, ns);
-    match objects::ingress(owner, &name, &ctx.settings).filter(|_| publish) {
-        Some(desired) => {
-            let current = ingresses.get_opt(&name).await?;
-            let drift = current.as_ref().is_none_or(|c| {
-                c.spec != desired.spec
-                    || desired
-                        .annotations()
-                        .iter()
-                        .any(|(k, v)| c.annotations().get(k) != Some(v))
-            });
-            if drift {
-                ingresses
-                    .patch(
-                        &name,
-                        &PatchParams::apply(MANAGER).force(),
-                        &Patch::Apply(&desired),
-                    )
-                    .await?;
-            }
-        }
-        None => {
-            if ingresses.get_metadata_opt(&name).await?.is_some() {
-                kubeio::delete_opt(&ingresses, &name).await?;
-            }
-        }
-    }
+    let publish = ensure_ingress(ctx, owner, &name, publish).await?;
 
     Ok(State {
         pod_ready: ready,
+        pod_uid,
         pod_problem: problem,
         last_access,
         ca_b64: base64::engine::general_purpose::STANDARD.encode(ca.cert_pem.as_bytes()),
+        ca_pem: ca.cert_pem,
+        publish,
         created,
     })
+}
+
+/// The Ingress of a published export: made to match the settings, or deleted when publishing is
+/// off. An API error on the Ingress itself (a rejected object, a denying admission webhook of the
+/// ingress controller) does not fail the pass: the in-cluster URL still works, and the status says
+/// why publishing does not.
+async fn ensure_ingress(
+    ctx: &Context,
+    owner: &Owner,
+    name: &str,
+    publish: bool,
+) -> Result<Publish> {
+    let ingresses: Api<Ingress> = Api::namespaced(ctx.client.clone(), names::MODULE_NAMESPACE);
+    if !publish {
+        if ingresses.get_metadata_opt(name).await?.is_some() {
+            kubeio::delete_opt(&ingresses, name).await?;
+        }
+        return Ok(Publish::Off);
+    }
+    let Some(desired) = objects::ingress(owner, name, &ctx.settings) else {
+        return Ok(Publish::Failed(
+            "spec.publish is true, but this cluster publishes no exports: the module's \
+             publicHost (or the cluster's public domain template) is not set. Ask the platform \
+             team to configure it, or set spec.publish to false and use status.url inside the \
+             cluster"
+                .into(),
+        ));
+    };
+    let current = ingresses.get_opt(name).await?;
+    let drift = current.as_ref().is_none_or(|c| {
+        c.spec != desired.spec
+            || desired
+                .annotations()
+                .iter()
+                .any(|(k, v)| c.annotations().get(k) != Some(v))
+    });
+    if !drift {
+        return Ok(Publish::Admitted);
+    }
+    match ingresses
+        .patch(
+            name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await
+    {
+        Ok(_) => Ok(Publish::Admitted),
+        Err(kube::Error::Api(e)) if (400..500).contains(&e.code) && e.code != 409 => {
+            log::warn!(
+                "{}/{}: Ingress {name} refused: {}",
+                owner.namespace,
+                owner.name,
+                e.message
+            );
+            Ok(Publish::Failed(format!(
+                "the Ingress that publishes the export was refused ({}): {}. The in-cluster \
+                 status.url works; the platform team can fix the module's publish settings",
+                e.reason, e.message
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Reads the state of a Node; a Node the controller may not read is `Unknown` (never taken

@@ -19,6 +19,7 @@ pub mod objects;
 pub mod orphans;
 pub mod pvc_io;
 pub mod reconcile;
+pub mod route;
 pub mod snapshot;
 pub mod snapshot_io;
 pub mod status;

@@ -40,9 +40,10 @@ pub struct Metrics {
     pub ready: AtomicBool,
 }
 
-const PHASES: [Phase; 5] = [
+const PHASES: [Phase; 6] = [
     Phase::Pending,
     Phase::Ready,
+    Phase::Expiring,
     Phase::Expired,
     Phase::Failed,
     Phase::Terminating,

@@ -368,6 +368,7 @@ pub async fn apply(
                 &json!({"metadata": {"resourceVersion": rv}, "spec": {"claimRef": claim_json(claim)}}),
             )
             .await?;
+            request_bind(client.clone(), claim, rv.as_deref().unwrap_or_default()).await;
         }
         Step::DeleteExporterObjects => exporter::delete_all(ctx, &owner.uid).await?,
         Step::ForceDeleteExporterPod => {
@@ -411,6 +412,7 @@ pub async fn apply(
                         names::ANN_OWNER_NAMESPACE: null,
                         names::ANN_OWNER_NAME: null,
                         names::ANN_OWNER_UID: null,
+                        names::ANN_BIND_REQUESTED: null,
                     },
                     "labels": {
                         names::LABEL_MANAGED: null,
@@ -541,6 +543,21 @@ pub async fn drive(
         }
     }
     Ok(Rest::Waiting)
+}
+
+/// Asks the PV binder to complete the binding of `claim` now rather than at its next resync
+/// (see [`names::ANN_BIND_REQUESTED`]). Best effort: the resync binds it anyway, so a failure only
+/// costs time. The uid precondition keeps a newer claim of the same name untouched.
+async fn request_bind(client: kube::Client, claim: &ClaimRef, pv_rv: &str) {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(client, &claim.namespace);
+    let patch = json!({"metadata": {"uid": claim.uid, "annotations": {names::ANN_BIND_REQUESTED: pv_rv}}});
+    if let Err(e) = kubeio::merge(&api, &claim.name, &patch).await {
+        log::debug!(
+            "cannot ask the binder to sync {}/{} now: {e}",
+            claim.namespace,
+            claim.name
+        );
+    }
 }
 
 /// Steps only a return takes; under an export intent they mean the handover must unwind first,

@@ -15,10 +15,11 @@ use svdm_api::{DataExport, DataExportStatus, Phase, TargetKind, names};
 
 use crate::context::{Context, MANAGER};
 use crate::error::{Error, Result, is_not_found};
-use crate::exporter;
+use crate::exporter::{self, Publish};
 use crate::handover::Intent;
 use crate::objects::{self, Owner};
 use crate::pvc_io::{self, Rest};
+use crate::route;
 use crate::snapshot_io::{self, SnapRest};
 use crate::status::{self, Facts, Outcome};
 
@@ -310,7 +311,28 @@ async fn reconcile_export(de: &DataExport, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
-    // Expired or failed for good: return, drop the finalizer, and (expired) delete after retention.
+    // Expiring: the volume goes back first, then the finalizer, and only then do the expiry
+    // signals show: a client deletes and recreates an expired export at once, and that must find
+    // nothing in its way (docs/development/ARCHITECTURE.md, "Expiry").
+    if phase == Some(Phase::Expiring) {
+        let rest = return_all(ctx, &owner, user_pvc, source_vs).await?;
+        if let Some(action) = after_return(ctx, de, rest).await? {
+            return Ok(action);
+        }
+        if has_finalizer(de) {
+            set_finalizer(&api, de, false).await?;
+        }
+        write_status(ctx, &api, de, &Outcome::Expired, &carried_facts(de)).await?;
+        log::info!(
+            "{}/{}: expired, volume returned",
+            owner.namespace,
+            owner.name
+        );
+        return Ok(Action::requeue(Duration::from_millis(100)));
+    }
+
+    // Expired or failed for good: return (an Expired object of an earlier version may still hold
+    // its volume), drop the finalizer, and (expired) delete after retention.
     if matches!(phase, Some(Phase::Expired))
         || (phase == Some(Phase::Failed)
             && de.status.as_ref().and_then(|s| s.observed_generation) == de.meta().generation)
@@ -473,25 +495,24 @@ async fn serve(
         ctx.fault_point("serve");
     }
     let name = objects::object_name(&owner.uid);
-    facts.url = Some(objects::in_cluster_url(&name));
+    let url = objects::in_cluster_url(&name);
+    facts.url = Some(url.clone());
     facts.ca = Some(state.ca_b64.clone());
     facts.volume_mode = Some(mode);
-    let publish_note = match (&ctx.settings.publish_host, de.spec.publish) {
-        (Some(host), true) => {
-            facts.public_url = Some(objects::public_url(host, &owner.namespace, &owner.name));
-            ""
-        }
-        (None, true) => {
-            "; publish is requested but publishing is not configured in the module settings"
-        }
-        _ => "",
-    };
     let now = Timestamp::now();
     let prev = de.status.as_ref();
-    let was_ready = prev.is_some_and(|s| s.phase == Some(Phase::Ready));
+    // Serving: Ready, or serving in the cluster with publishing refused. Its route was checked
+    // when it got there, and its idle clock runs.
+    let was_serving = prev.is_some_and(|s| {
+        s.phase == Some(Phase::Ready)
+            || svdm_api::conditions::find(&s.conditions, svdm_api::conditions::READY)
+                .is_some_and(|c| c.reason == reason::PUBLISH_FAILED)
+    });
 
-    if !state.pod_ready {
-        let outcome = match state.pod_problem {
+    // Nothing is Ready until a client could use it now (route::check); the idle clock does not
+    // run meanwhile.
+    let waiting = if !state.pod_ready {
+        let outcome = match state.pod_problem.clone() {
             Some(p) => Outcome::Pending {
                 reason: reason::EXPORTER_FAILED,
                 message: p,
@@ -501,16 +522,31 @@ async fn serve(
                 message: "waiting for the exporter pod to become ready".into(),
             },
         };
-        // The idle clock does not run while nothing serves.
+        Some((outcome, Duration::from_secs(5)))
+    } else if was_serving {
+        None
+    } else {
+        let pod_uid = state.pod_uid.as_deref().unwrap_or_default();
+        route::check(ctx, &name, pod_uid, &url, &state.ca_pem)
+            .await?
+            .map(|message| {
+                let outcome = Outcome::Pending {
+                    reason: reason::PENDING,
+                    message,
+                };
+                (outcome, Duration::from_secs(1))
+            })
+    };
+    if let Some((outcome, retry)) = waiting {
         facts.access = None;
         facts.expiration = None;
         write_status(ctx, api, de, &outcome, &facts).await?;
-        return Ok(Action::requeue(Duration::from_secs(5)));
+        return Ok(Action::requeue(retry));
     }
 
     // The ttl counts from the last access, but never from before the export became ready.
     let ready_since = prev
-        .filter(|_| was_ready)
+        .filter(|_| was_serving)
         .and_then(|s| svdm_api::conditions::find(&s.conditions, svdm_api::conditions::READY))
         .map(|c| c.last_transition_time.0)
         .unwrap_or(now);
@@ -521,27 +557,46 @@ async fn serve(
     facts.access = state.last_access;
     facts.expiration = Some(expires);
 
-    if was_ready && now >= expires {
+    if was_serving && now >= expires {
         log::info!(
             "{}/{}: idle since {last}, ttl {}: expired",
             owner.namespace,
             owner.name,
             svdm_api::ttl::format(ttl)
         );
-        write_status(ctx, api, de, &Outcome::Expired, &facts).await?;
+        write_status(ctx, api, de, &Outcome::Expiring, &facts).await?;
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
-    let outcome = Outcome::Ready {
-        message: format!("the exporter is serving the data{publish_note}"),
+    // A published export is Ready only with its publicURL (clients that asked for publishing
+    // wait for it), and that is shown only once the Ingress is admitted.
+    let outcome = match (&state.publish, &ctx.settings.publish_host) {
+        (Publish::Failed(message), _) => Outcome::Pending {
+            reason: reason::PUBLISH_FAILED,
+            message: message.clone(),
+        },
+        (Publish::Admitted, Some(host)) => {
+            facts.public_url = Some(objects::public_url(host, &owner.namespace, &owner.name));
+            Outcome::Ready {
+                message: "the exporter is serving the data, in the cluster and published".into(),
+            }
+        }
+        _ => Outcome::Ready {
+            message: "the exporter is serving the data".into(),
+        },
+    };
+    let retry = if matches!(outcome, Outcome::Ready { .. }) {
+        RESYNC
+    } else {
+        BLOCKED_RETRY
     };
     write_status(ctx, api, de, &outcome, &facts).await?;
-    let next = if was_ready {
+    let next = if was_serving {
         status::until(now, expires)
     } else {
         ttl
     };
     Ok(Action::requeue(
-        next.min(RESYNC).max(Duration::from_millis(500)),
+        next.min(retry).max(Duration::from_millis(500)),
     ))
 }
 

@@ -23,7 +23,10 @@ pub enum Outcome {
         reason: &'static str,
         message: String,
     },
-    /// Idle longer than its ttl; data returned (or being returned).
+    /// Idle longer than its ttl; the volume is being returned (the finalizer is still on).
+    Expiring,
+    /// Idle longer than its ttl; the volume is back and no finalizer is left, so a client may
+    /// delete and recreate the object at once.
     Expired,
     /// Deleted; data being returned.
     Terminating,
@@ -97,6 +100,7 @@ fn phase_of(o: &Outcome) -> Phase {
         Outcome::Pending { .. } => Phase::Pending,
         Outcome::Ready { .. } => Phase::Ready,
         Outcome::Failed { .. } => Phase::Failed,
+        Outcome::Expiring => Phase::Expiring,
         Outcome::Expired => Phase::Expired,
         Outcome::Terminating | Outcome::TerminatingBlocked { .. } => Phase::Terminating,
     }
@@ -117,6 +121,11 @@ pub fn compute(
         | Outcome::Failed { reason, message }
         | Outcome::TerminatingBlocked { reason, message } => (false, *reason, message.clone()),
         Outcome::Ready { message } => (true, reason::SERVER_READY, message.clone()),
+        Outcome::Expiring => (
+            false,
+            reason::RETURNING,
+            "the export was idle longer than its ttl; its volume is being returned, then the DataExport shows Expired".to_owned(),
+        ),
         Outcome::Expired => (
             false,
             reason::EXPIRED,
@@ -154,7 +163,7 @@ pub fn compute(
     } else {
         conditions::remove(&mut conds, conditions::EXPIRED);
     }
-    let expired = *outcome == Outcome::Expired;
+    let expired = matches!(outcome, Outcome::Expired | Outcome::Expiring);
     DataExportStatus {
         phase: Some(phase_of(outcome)),
         // Stale URLs after expiry would send clients to an exporter that no longer exists.
@@ -198,7 +207,11 @@ pub fn transition(
     let (reason, message) = next_ready?;
     let warning = !matches!(
         reason.as_str(),
-        reason::SERVER_READY | reason::PENDING | reason::EXPIRED | reason::TERMINATING
+        reason::SERVER_READY
+            | reason::PENDING
+            | reason::EXPIRED
+            | reason::RETURNING
+            | reason::TERMINATING
     );
     Some((warning, reason, message))
 }

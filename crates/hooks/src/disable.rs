@@ -398,11 +398,12 @@ fn unprotect_pvc(out: &mut Output, namespace: &str, name: &str) {
         "operation": "JQPatch", "apiVersion": "v1", "kind": "PersistentVolumeClaim",
         "namespace": namespace, "name": name,
         "jqFilter": format!(
-            r#"{} | del(.metadata.annotations["{a}"], .metadata.annotations["{b}"], .metadata.annotations["{c}"], .metadata.labels["{d}"], .metadata.labels["{e}"])"#,
+            r#"{} | del(.metadata.annotations["{a}"], .metadata.annotations["{b}"], .metadata.annotations["{c}"], .metadata.annotations["{f}"], .metadata.labels["{d}"], .metadata.labels["{e}"])"#,
             drop_finalizer_jq(names::FINALIZER_PVC_PROTECTION),
             a = names::ANN_OWNER_NAMESPACE,
             b = names::ANN_OWNER_NAME,
             c = names::ANN_OWNER_UID,
+            f = names::ANN_BIND_REQUESTED,
             d = names::LABEL_MANAGED,
             e = names::LABEL_DATAEXPORT_UID,
         ),

@@ -92,6 +92,45 @@ fn expiry_sets_both_conditions_and_clears_urls() {
 }
 
 #[test]
+fn expiring_shows_no_expiry_signal_until_expired() {
+    // Clients delete and recreate an export on either expiry signal at once, so neither may show
+    // while the volume is still being returned (the finalizer still on).
+    let ready = compute(
+        None,
+        &Outcome::Ready {
+            message: "serving".into(),
+        },
+        &facts(),
+        at(150),
+    );
+    let s = compute(Some(&ready), &Outcome::Expiring, &facts(), at(230));
+    assert_eq!(s.phase, Some(Phase::Expiring));
+    let r = conditions::find(&s.conditions, conditions::READY).expect("ready");
+    assert_eq!(
+        (r.status.as_str(), r.reason.as_str()),
+        ("False", "Returning")
+    );
+    assert!(conditions::find(&s.conditions, conditions::EXPIRED).is_none());
+    assert!(
+        s.url.is_none() && s.public_url.is_none(),
+        "nothing serves any more"
+    );
+    assert_eq!(delete_at(Some(&s), Duration::from_secs(60)), None);
+    let e = compute(Some(&s), &Outcome::Expired, &facts(), at(240));
+    let r = conditions::find(&e.conditions, conditions::READY).expect("ready");
+    assert_eq!((r.status.as_str(), r.reason.as_str()), ("False", "Expired"));
+    assert_eq!(
+        r.last_transition_time,
+        Time(at(230)),
+        "Ready did not flip again"
+    );
+    let x = conditions::find(&e.conditions, conditions::EXPIRED).expect("expired");
+    assert_eq!(x.last_transition_time, Time(at(240)));
+    // Retention counts from the expiry signal.
+    assert_eq!(delete_at(Some(&e), Duration::from_secs(60)), Some(at(300)));
+}
+
+#[test]
 fn events_only_on_transitions() {
     let pending = compute(
         None,
