@@ -97,6 +97,55 @@ async fn publish_flips_and_a_deleted_exporter_pod_is_recreated() {
     stop_and_clean_up(ctl, &client, &ns, &pv).await;
 }
 
+/// Publishing asked for where the cluster publishes nothing: not Ready (a client that asked for
+/// publishing waits for a publicURL that would never come), with the reason and what to do; the
+/// in-cluster URL works meanwhile, and turning publishing off makes it Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_without_a_public_host_says_why_and_serves_in_the_cluster() {
+    let Some(kc) = kubeconfig() else { return };
+    let client = client(&kc).await;
+    prepare_cluster(&client).await;
+    let ns = create_namespace(&client, "svdm-flow").await;
+    let id = ns.clone();
+    let ctl = start_controller(&kc, &id, None, &[]);
+    let (pv, uid) = make_bound_pvc(&client, &ns, "Filesystem").await;
+    let des: Api<DataExport> = Api::namespaced(client.clone(), &ns);
+    let de: DataExport = serde_json::from_value(json!({
+        "apiVersion": "storage.deckhouse.io/v1alpha1",
+        "kind": "DataExport",
+        "metadata": {"name": "de1", "labels": {SELECTOR_LABEL: id}},
+        "spec": {"ttl": "1h", "publish": true, "targetRef": {"kind": "PersistentVolumeClaim", "name": "data"}},
+    }))
+    .expect("de");
+    des.create(&Default::default(), &de).await.expect("create");
+    let (message, url) = wait_for("Ready=False/PublishFailed", 90, || async {
+        let st = des.get("de1").await.ok()?.status?;
+        let c = conditions::find(&st.conditions, conditions::READY)?;
+        (c.status == "False" && c.reason == "PublishFailed").then(|| (c.message.clone(), st.url))
+    })
+    .await;
+    assert!(message.contains("publicHost"), "says what to set: {message}");
+    assert!(url.is_some_and(|u| u.starts_with("https://")), "the in-cluster URL is there");
+    assert!(
+        des.get("de1").await.expect("de").status.expect("status").public_url.is_none(),
+        "no publicURL that nothing serves"
+    );
+    des.patch(
+        "de1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"publish": false}})),
+    )
+    .await
+    .expect("patch");
+    wait_for("Ready once publishing is off", 30, || async {
+        (des.get("de1").await.ok()?.status?.phase == Some(Phase::Ready)).then_some(())
+    })
+    .await;
+    delete_export_and_wait(&client, &ns, "de1", 60).await;
+    assert_returned(&client, &ns, &pv, &uid, "Delete").await;
+    stop_and_clean_up(ctl, &client, &ns, &pv).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_export_of_the_same_pvc_waits_and_takes_nothing() {
     let Some(kc) = kubeconfig() else { return };

@@ -3,8 +3,8 @@
 //!
 //! The test runs its own simulated node (the `svdm-kube-sim` binary next to the controller's):
 //! a private name, a NoSchedule taint only the test controller's exporter pods tolerate,
-//! `--pinned-only` with a StorageClass pinned to it, its own loopback prefixes (127.0.60.x pods,
-//! 127.0.61.x services) and its own hosts file, so it never meets the shared `sim-node-1` or
+//! `--pinned-only` with a StorageClass pinned to it, its own prefixes (198.18.60.x pods,
+//! 127.0.61.x services) and its own block in /etc/hosts, so it never meets the shared `sim-node-1` or
 //! the kube-sim test's nodes. It checks that
 //! 1. while the node is NotReady the DataExport says so (Ready=False, ExporterFailed, naming
 //!    the node);
@@ -15,112 +15,20 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::private_node::PrivateNode;
 use common::*;
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::{Event, Node, PersistentVolume, Pod};
-use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use kube::{Client, ResourceExt};
-use serde_json::json;
 use svdm_api::{DataExport, Phase, conditions, names};
-
-const TAINT_KEY: &str = "sim.svdm.dev/node-gone-test";
-
-/// A binary built next to the controller (the workspace's target directory).
-fn sibling_binary(name: &str) -> PathBuf {
-    let ctl = Path::new(env!("CARGO_BIN_EXE_svdm-controller"));
-    let p = ctl
-        .parent()
-        .map(|d| d.join(name))
-        .unwrap_or_else(|| PathBuf::from(name));
-    assert!(
-        p.exists(),
-        "{} not found: build it first (cargo build -p svdm-kube-sim -p svdm-exporter)",
-        p.display()
-    );
-    p
-}
-
-struct Sim {
-    child: tokio::process::Child,
-    log: PathBuf,
-}
-
-impl Sim {
-    fn start(kubeconfig: &str, node: &str, dir: &Path) -> Sim {
-        std::fs::create_dir_all(dir).expect("sim dir");
-        let log = dir.join("sim.log");
-        let out = std::fs::File::create(&log).expect("sim log");
-        let err = out.try_clone().expect("sim log");
-        let hosts = dir.join("hosts");
-        std::fs::write(&hosts, "").expect("hosts file");
-        let child = tokio::process::Command::new(sibling_binary("svdm-kube-sim"))
-            .args(["--kubeconfig", kubeconfig])
-            .args(["--node-name", node])
-            .args([
-                "--pod-ip-prefix",
-                "127.0.60",
-                "--service-ip-prefix",
-                "127.0.61",
-            ])
-            .args([
-                "--register-with-taints",
-                &format!("{TAINT_KEY}={node}:NoSchedule"),
-                "--pinned-only",
-            ])
-            .args(["--exporter-image", EXPORTER_IMAGE])
-            .arg("--exporter-binary")
-            .arg(sibling_binary("svdm-exporter"))
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            // Its own hosts file: the Service names are not needed here.
-            .arg("--hosts-file")
-            .arg(&hosts)
-            .env("RUST_LOG", "info,kube=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start svdm-kube-sim");
-        Sim { child, log }
-    }
-
-    /// SIGTERM (the simulator then stops its exporter processes) and wait: the node is gone.
-    async fn stop(&mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-        }
-        if tokio::time::timeout(Duration::from_secs(20), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.start_kill();
-            let _ = self.child.wait().await;
-        }
-    }
-}
 
 fn ready_condition(de: &DataExport) -> Option<(String, String, String)> {
     let st = de.status.as_ref()?;
     let c = conditions::find(&st.conditions, conditions::READY)?;
     Some((c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-async fn node_is_ready(nodes: &Api<Node>, node: &str) -> Option<bool> {
-    let n = nodes.get_opt(node).await.ok()??;
-    Some(
-        n.status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True"),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,30 +37,35 @@ async fn export_on_a_lost_node_is_reported_and_returned_once_the_node_is_deleted
     let client = client(&kc).await;
     prepare_cluster(&client).await;
     let started = Instant::now();
-    let node = format!("svdm-nodegone-{}", unique());
-    let class = format!("{node}-pinned");
+    let name = format!("svdm-nodegone-{}", unique());
     let ns = create_namespace(&client, "svdm-nodegone").await;
     let dir = scratch_dir(&ns);
-    let mut sim = Sim::start(&kc, &node, &dir);
-    let tolerations =
-        json!([{"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]).to_string();
+    let mut node = PrivateNode::start(
+        &client,
+        &kc,
+        &name,
+        &dir,
+        ("198.18.60", "127.0.61"),
+        &[],
+    )
+    .await;
     let ctl = start_controller(
         &kc,
         &ns,
         None,
-        &["--exporter-tolerations-json", &tolerations],
+        &["--exporter-tolerations-json", &node.tolerations()],
     );
 
     let outcome =
-        std::panic::AssertUnwindSafe(scenario(&client, &ns, &node, &class, &ctl, &mut sim))
+        std::panic::AssertUnwindSafe(scenario(&client, &ns, &ctl, &mut node))
             .catch_unwind()
             .await;
 
     // Leave nothing behind, whatever happened: with the node and its Node object gone, the
     // controller can finish any return still under way.
-    sim.stop().await;
+    node.stop().await;
     let nodes: Api<Node> = Api::all(client.clone());
-    let _ = nodes.delete(&node, &DeleteParams::default()).await;
+    let _ = nodes.delete(&name, &DeleteParams::default()).await;
     let des: Api<DataExport> = Api::namespaced(client.clone(), &ns);
     let _ = des.delete("de1", &DeleteParams::default()).await;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -162,74 +75,28 @@ async fn export_on_a_lost_node_is_reported_and_returned_once_the_node_is_deleted
     let ctl_log = log_of(&ctl);
     ctl.stop().await;
     delete_namespace(&client, &ns).await;
-    let pvs: Api<PersistentVolume> = Api::all(client.clone());
-    if let Ok(list) = pvs.list(&ListParams::default()).await {
-        for pv in list
-            .items
-            .iter()
-            .filter(|pv| pv.annotations().get("sim.svdm.dev/node") == Some(&node))
-        {
-            // Nobody serves the node any more: the PV (Delete) would stay Released forever.
-            delete_pv(&client, &pv.name_any()).await;
-        }
-    }
-    let _ = Api::<StorageClass>::all(client.clone())
-        .delete(&class, &DeleteParams::default())
-        .await;
+    let sim_log = node.log_tail(40);
+    node.remove(&client).await;
     match outcome {
         Ok(()) => {
             let _ = std::fs::remove_dir_all(&dir);
             println!("node-gone scenario passed in {:.0?}", started.elapsed());
         }
         Err(panic) => {
-            let log = std::fs::read_to_string(&sim.log).unwrap_or_default();
-            let tail: String = log
-                .lines()
-                .rev()
-                .take(40)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n");
-            eprintln!("---- simulator log (tail) ----\n{tail}");
+            eprintln!("---- simulator log (tail) ----\n{sim_log}");
             eprintln!("---- controller log ----\n{ctl_log}");
             std::panic::resume_unwind(panic);
         }
     }
 }
 
-async fn scenario(
-    client: &Client,
-    ns: &str,
-    node: &str,
-    class: &str,
-    ctl: &Controller,
-    sim: &mut Sim,
-) {
+async fn scenario(client: &Client, ns: &str, ctl: &Controller, private: &mut PrivateNode) {
     let nodes: Api<Node> = Api::all(client.clone());
-    let classes: Api<StorageClass> = Api::all(client.clone());
-    let sc: StorageClass = serde_json::from_value(json!({
-        "metadata": {"name": class},
-        "provisioner": "local.csi.svdm.dev",
-        "reclaimPolicy": "Delete",
-        "volumeBindingMode": "Immediate",
-        "allowedTopologies": [{"matchLabelExpressions": [
-            {"key": "kubernetes.io/hostname", "values": [node]}
-        ]}],
-    }))
-    .expect("class");
-    classes
-        .create(&PostParams::default(), &sc)
-        .await
-        .expect("create class");
-    wait_for("private node Ready", 60, || async {
-        node_is_ready(&nodes, node).await?.then_some(())
-    })
-    .await;
+    let (node, class) = (private.name.clone(), private.class.clone());
+    let node = node.as_str();
 
     // A volume on the private node with data on it.
-    let (pv, user_uid) = make_provisioned_pvc_of_class(client, ns, "Filesystem", class).await;
+    let (pv, user_uid) = make_provisioned_pvc_of_class(client, ns, "Filesystem", &class).await;
     let before = write_volume_data(client, &pv, "Filesystem").await;
 
     create_export(client, ns, "de1", ns, "1h", "PersistentVolumeClaim", "data").await;
@@ -251,7 +118,7 @@ async fn scenario(
     );
 
     // 1. The node goes away: the export reports it, naming the node.
-    sim.stop().await;
+    private.stop().await;
     let t0 = Instant::now();
     let (_, reason, message) = wait_for("ExporterFailed naming the lost node", 120, || async {
         let de = des.get("de1").await.ok()?;

@@ -3,6 +3,8 @@
 //! selector to the DataExports the test creates, in its own namespace.
 #![allow(dead_code)]
 
+pub mod private_node;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::Stdio;
