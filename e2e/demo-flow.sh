@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The user-facing flow of the demo, run against an already running control plane and stack
-# (e2e/testenv.sh up; e2e/stack.sh up): as the normal user test-editor, export a Filesystem and a
-# Block PVC, download a file, a directory listing and the block device with that user's token
-# through status.url and status.ca, compare checksums, check that no token gets 401, then delete
-# the exports and check that both PVCs are Bound to their original volumes again with their data.
+# (e2e/testenv.sh up; e2e/stack.sh up; the module enabled by e2e/module.sh): as the normal user
+# test-editor, with the commands of `d8 data export` as the contract client (crates/d8-contract)
+# plays them — no --publish, no pause after Ready — export a Filesystem and a Block PVC and a
+# VolumeSnapshot, download files, a listing, a directory tree (also under the public prefix) and the
+# block device, compare checksums, check that no token gets 401, time a tree of small files through
+# status.url next to the exporter pod's own address, then delete the exports and check that both
+# PVCs are Bound to their original volumes again with their data, and the same once more for an
+# export d8 creates itself (`download pvc/files … --cleanup`).
 # Snapshots too: 'files' is snapshotted (VolumeSnapshot 'files-snap', class svdm-sim) before it is
 # exported and then changed; a DataExport of the VolumeSnapshot must serve the data as it was at
 # snapshot time (the later change must not show), and deleting it must leave the user's snapshot
@@ -28,6 +32,8 @@ user=("$TESTENV_BIN/kubectl" --kubeconfig "$TESTENV_KUBECONFIG_EDITOR" -n "$NS")
 user_token=$(awk -F': ' '/token:/{print $2}' "$TESTENV_KUBECONFIG_EDITOR")
 work=$TESTENV_DIR/demo
 mkdir -p "$work"
+d8_bin=${CARGO_TARGET_DIR:-$repo/target}/debug/svdm-d8
+[ -x "$d8_bin" ] || { echo "the contract client $d8_bin is not built (cargo build --workspace --bins)"; exit 1; }
 
 if ! "${admin[@]}" get node "${SIM_NODE_NAME:-sim-node-1}" >/dev/null 2>&1; then
   missing+=("simulated node (crates/kube-sim)")
@@ -66,8 +72,19 @@ printf 'hello from storage-volume-data-manager\n' > "$dir/hello.txt"
 head -c 3145728 /dev/urandom > "$dir/docs/random.bin"
 printf 'nested\n' > "$dir/docs/deep/note.txt"
 ln -sfn docs/deep/note.txt "$dir/link-to-note"
+# A tree of small files, what `d8 data export download` fetches one request each.
+many_n=${DEMO_SMALL_FILES:-1000}
+python3 - "$dir/many" "$many_n" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    d = os.path.join(root, f"d{i % 10}", f"e{i % 3}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i:05d}.bin"), "wb") as f:
+        f.write(os.urandom(4096))
+PY
 head -c 33554432 /dev/urandom | dd of="$dev" bs=1M conv=fsync status=none
-echo "  files volume: $dir"
+echo "  files volume: $dir ($many_n small files under many/)"
 echo "  disk volume:  $dev"
 
 # The controller runs either from the rendered chart (e2e/module.sh) or as a stack process.
@@ -110,86 +127,90 @@ printf 'written after the snapshot\n' > "$dir/after-snapshot.txt"
 printf 'hello again, changed after the snapshot\n' > "$dir/hello.txt"
 echo "  files-snap readyToUse (as $snap_as); since then: after-snapshot.txt added, hello.txt rewritten"
 
-say "as test-editor: export both volumes and the snapshot (DataExports 'files', 'disk', 'files-snap', ttl 10m)"
-"${user[@]}" apply -f - <<'EOF'
-apiVersion: storage.deckhouse.io/v1alpha1
-kind: DataExport
-metadata: {name: files}
-spec: {ttl: 10m, publish: false, targetRef: {kind: PersistentVolumeClaim, name: files}}
----
-apiVersion: storage.deckhouse.io/v1alpha1
-kind: DataExport
-metadata: {name: disk}
-spec: {ttl: 10m, publish: false, targetRef: {kind: PersistentVolumeClaim, name: disk}}
----
-apiVersion: storage.deckhouse.io/v1alpha1
-kind: DataExport
-metadata: {name: files-snap}
-spec: {ttl: 10m, publish: false, targetRef: {group: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: files-snap}}
-EOF
-if ! "${user[@]}" wait --for=condition=Ready --timeout 120s dataexport/files dataexport/disk dataexport/files-snap; then
-  "${user[@]}" get dataexport -o yaml
-  exit 1
-fi
+# Everything from here on goes through the contract client (crates/d8-contract): what the real
+# `d8 data export` does as test-editor, no more — no --publish (the auto-detect decides), no pause
+# after Ready, the client's own 3 s polls. Where the module's answer or timing differs from what d8
+# relies on, it fails and names the step.
+D8() { KUBECONFIG=$TESTENV_KUBECONFIG_EDITOR "$d8_bin" "$@"; }
+
+say "as test-editor, with d8's commands: export both volumes (v0.33.6) and the snapshot (v0.33.14), ttl 10m"
+D8 data export create files pvc/files -n "$NS" --ttl 10m
+D8 data export create disk pvc/disk -n "$NS" --ttl 10m
+D8 --generation v0.33.14 data export create files-snap vs/files-snap -n "$NS" --ttl 10m
 "${user[@]}" get dataexport -o wide
 echo "  the user's PVCs are Lost while exported (their PVs serve the exporters):"
 "${user[@]}" get pvc
 
-fetch() { # export-name path output
-  local url ca
-  url=$("${user[@]}" get dataexport "$1" -o jsonpath='{.status.url}')
-  "${user[@]}" get dataexport "$1" -o jsonpath='{.status.ca}' | base64 -d > "$work/$1-ca.pem"
-  curl -fsS --cacert "$work/$1-ca.pem" -H "Authorization: Bearer $user_token" -o "$3" "${url%/}$2"
-}
-reachable() { # export-name: Ready follows the exporter pod's readiness; the Service routes to it a
-  # moment later (kube-proxy, here the simulated node's proxy, which resets connections meanwhile)
-  local url i
-  url=$("${user[@]}" get dataexport "$1" -o jsonpath='{.status.url}')
-  "${user[@]}" get dataexport "$1" -o jsonpath='{.status.ca}' | base64 -d > "$work/$1-ca.pem"
-  for i in $(seq 1 40); do
-    if curl -fsS -o /dev/null --cacert "$work/$1-ca.pem" "${url%/}/healthz" 2>/dev/null; then
-      [ "$i" = 1 ] || echo "  $1: $url answered $(( (i - 1) / 4 )).$(( (i - 1) % 4 * 25 ))s after Ready"
-      return 0
-    fi
-    sleep 0.25
-  done
-  echo "  FAIL $1: $url does not answer /healthz 10s after Ready"; exit 1
-}
 check() { # what expected-file actual-file
   local a b
   a=$(sha256sum < "$2" | cut -d' ' -f1); b=$(sha256sum < "$3" | cut -d' ' -f1)
   if [ "$a" = "$b" ]; then echo "  OK   $1 sha256 $a"; else echo "  FAIL $1: $a != $b"; exit 1; fi
 }
+same_tree() { # what expected-dir actual-dir
+  if diff -r "$2" "$3" >/dev/null; then echo "  OK   $1: $(find "$3" -type f | wc -l) files identical"
+  else diff -r "$2" "$3" | head -5; echo "  FAIL $1"; exit 1; fi
+}
 
-say "download with the user's token and verify"
-for e in files disk files-snap; do reachable "$e"; done
-fetch files /api/v1/files/hello.txt "$work/hello.txt";          check "file hello.txt" "$dir/hello.txt" "$work/hello.txt"
-fetch files /api/v1/files/docs/random.bin "$work/random.bin";   check "file docs/random.bin (3 MiB)" "$dir/docs/random.bin" "$work/random.bin"
-fetch files /api/v1/files/ "$work/listing.json"
-echo "  listing of /:"; jq -r '.items[] | "    \(.type)\t\(.name)"' "$work/listing.json"
-[ "$(jq -r '[.items[].name] | sort | join(",")' "$work/listing.json")" = "after-snapshot.txt,docs,hello.txt,link-to-note" ] \
+say "download with d8's commands right after Ready and verify"
+D8 data export download files /hello.txt -n "$NS" -o "$work/hello.txt"
+check "file hello.txt" "$dir/hello.txt" "$work/hello.txt"
+D8 data export download files /docs/random.bin -n "$NS" -o "$work/random.bin"
+check "file docs/random.bin (3 MiB)" "$dir/docs/random.bin" "$work/random.bin"
+D8 data export list files / -n "$NS" > "$work/listing.json"
+echo "  d8 data export list files /:"; jq -r '.items[] | "    \(.type)\t\(.name)"' "$work/listing.json"
+[ "$(jq -r '[.items[].name] | sort | join(",")' "$work/listing.json")" = "after-snapshot.txt,docs,hello.txt,link-to-note,many" ] \
   || { echo "  FAIL listing"; exit 1; }
-fetch disk /api/v1/block "$work/disk.img";                      check "block device (32 MiB)" "$dev" "$work/disk.img"
-status=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$work/files-ca.pem" \
-  "$("${user[@]}" get dataexport files -o jsonpath='{.status.url}')api/v1/files/hello.txt")
+rm -rf "$work/docs" && mkdir -p "$work/docs"
+D8 data export download files /docs/ -n "$NS" -o "$work/docs"
+same_tree "recursive download of docs/" "$dir/docs" "$work/docs"
+# Under the public prefix /<namespace>/<name>/ (what the Ingress forwards; there is no ingress
+# controller here, so the requests go to status.url with that prefix).
+D8 data export download files /hello.txt -n "$NS" -o "$work/hello-public.txt" --public-prefix-on-url
+check "file hello.txt under the public prefix" "$dir/hello.txt" "$work/hello-public.txt"
+D8 data export download disk -n "$NS" -o "$work/disk.img"
+check "block device (32 MiB)" "$dev" "$work/disk.img"
+size=$(D8 data export list disk -n "$NS")
+echo "  d8 data export list disk: $size"; [ "$size" = "Disk size: 32Mi" ] || { echo "  FAIL disk size"; exit 1; }
+url=$("${user[@]}" get dataexport files -o jsonpath='{.status.url}')
+"${user[@]}" get dataexport files -o jsonpath='{.status.ca}' | base64 -d > "$work/files-ca.pem"
+status=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$work/files-ca.pem" "${url}api/v1/files/hello.txt")
 echo "  without a token: HTTP $status (expected 401)"; [ "$status" = 401 ]
 
-say "download the snapshot export with the user's token: the data as it was when the snapshot was taken"
+say "a directory of $many_n small files, recursively, through status.url and straight to the exporter pod"
+files_uid=$("${user[@]}" get dataexport files -o jsonpath='{.metadata.uid}')
+pod_ip=$("${admin[@]}" -n "$SVDM_MODULE_NAMESPACE" get pod -l "svdm.storage.deckhouse.io/dataexport-uid=$files_uid" -o jsonpath='{.items[0].status.podIP}')
+for how in service pod; do
+  rm -rf "$work/many-$how" && mkdir -p "$work/many-$how"
+  extra=(); [ "$how" = pod ] && extra=(--connect-to "$pod_ip:8443")
+  started=$(date +%s.%N)
+  D8 data export download files /many/ -n "$NS" -o "$work/many-$how" "${extra[@]}" 2>/dev/null
+  ended=$(date +%s.%N)
+  label="through the Service (status.url)"; [ "$how" = pod ] && label="straight to the pod ($pod_ip)"
+  python3 -c 'import sys; n, a, b, l = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+print(f"  {l:40} {n / (b - a):7.0f} files/s ({b - a:.2f} s with the client start-up and its Get)")' \
+    "$many_n" "$started" "$ended" "$label"
+  same_tree "many/ via $how" "$dir/many" "$work/many-$how"
+done
+
+say "the snapshot export: the data as it was when the snapshot was taken"
 snap_uid=$("${user[@]}" get dataexport files-snap -o jsonpath='{.metadata.uid}')
 restored_pvc=$("${admin[@]}" -n "$SVDM_MODULE_NAMESPACE" get pvc -l "svdm.storage.deckhouse.io/dataexport-uid=$snap_uid" -o jsonpath='{.items[0].metadata.name}')
 restored_pv=$("${admin[@]}" -n "$SVDM_MODULE_NAMESPACE" get pvc "$restored_pvc" -o jsonpath='{.spec.volumeName}')
 echo "  restored in $SVDM_MODULE_NAMESPACE as PVC $restored_pvc (PV $restored_pv); volumeMode $("${user[@]}" get dataexport files-snap -o jsonpath='{.status.volumeMode}')"
-fetch files-snap /api/v1/files/hello.txt "$work/snap-hello.txt";        check "snapshot hello.txt (as at snapshot time)" "$work/snap-hello.expected" "$work/snap-hello.txt"
-fetch files-snap /api/v1/files/docs/random.bin "$work/snap-random.bin"; check "snapshot docs/random.bin (3 MiB)" "$work/snap-random.expected" "$work/snap-random.bin"
-fetch files-snap /api/v1/files/ "$work/snap-listing.json"
+D8s() { D8 --generation v0.33.14 "$@"; }
+D8s data export download files-snap /hello.txt -n "$NS" -o "$work/snap-hello.txt"
+check "snapshot hello.txt (as at snapshot time)" "$work/snap-hello.expected" "$work/snap-hello.txt"
+D8s data export download files-snap /docs/random.bin -n "$NS" -o "$work/snap-random.bin"
+check "snapshot docs/random.bin (3 MiB)" "$work/snap-random.expected" "$work/snap-random.bin"
+D8s data export list files-snap / -n "$NS" > "$work/snap-listing.json"
 echo "  listing of the snapshot's /:"; jq -r '.items[] | "    \(.type)\t\(.name)"' "$work/snap-listing.json"
-[ "$(jq -r '[.items[].name] | sort | join(",")' "$work/snap-listing.json")" = "docs,hello.txt,link-to-note" ] \
+[ "$(jq -r '[.items[].name] | sort | join(",")' "$work/snap-listing.json")" = "docs,hello.txt,link-to-note,many" ] \
   || { echo "  FAIL snapshot listing: after-snapshot.txt must not be in it"; exit 1; }
 
 if [ "${RETURN_CHECK:-1}" = 1 ]; then
   say "as test-editor: delete the three exports; the PVCs must get their volumes back, data unchanged"
   uids=$("${user[@]}" get dataexport files disk files-snap -o jsonpath='{.items[*].metadata.uid}')
-  "${user[@]}" delete dataexport files disk files-snap --timeout 120s
+  for e in files disk files-snap; do D8 data export delete "$e" -n "$NS"; done
   "${user[@]}" wait --for=jsonpath='{.status.phase}'=Bound --timeout 120s pvc/files pvc/disk
   [ "$("${user[@]}" get pvc files -o jsonpath='{.spec.volumeName}')" = "$pv_files" ] || { echo "  FAIL files: other PV"; exit 1; }
   [ "$("${user[@]}" get pvc disk -o jsonpath='{.spec.volumeName}')" = "$pv_disk" ] || { echo "  FAIL disk: other PV"; exit 1; }
@@ -218,15 +239,27 @@ if [ "${RETURN_CHECK:-1}" = 1 ]; then
   remaining=$(left | wc -l)
   echo "  objects left in $SVDM_MODULE_NAMESPACE (and the restore's content and PV): $remaining"
   [ "$remaining" = 0 ] || { left | sed 's/^/  FAIL left: /'; exit 1; }
+
+  say "as test-editor: d8 data export download pvc/files … --cleanup=true (d8 creates and deletes de-pvc-files)"
+  D8 data export download pvc/files /hello.txt -n "$NS" -o "$work/auto-hello.txt" --cleanup=true
+  check "file hello.txt through the auto-created export" "$dir/hello.txt" "$work/auto-hello.txt"
+  "${user[@]}" wait --for=delete dataexport/de-pvc-files --timeout 120s
+  "${user[@]}" wait --for=jsonpath='{.status.phase}'=Bound --timeout 120s pvc/files
+  [ "$("${user[@]}" get pvc files -o jsonpath='{.spec.volumeName}')" = "$pv_files" ] || { echo "  FAIL files: other PV"; exit 1; }
+  echo "  de-pvc-files deleted by the client; PVC files Bound to $pv_files again"
   say "done: both volumes and the snapshot exported, downloaded and returned; checksums match"
 else
   say "done: both volumes and the snapshot exported and downloaded, checksums match (exports kept)"
 fi
 cat <<EOF
 
-Reproduce by hand (KEEP=1 leaves it running):
+Reproduce by hand (KEEP=1 leaves it running), as d8 users do (svdm-d8 plays d8 v0.33.6):
   export KUBECONFIG=$TESTENV_KUBECONFIG_EDITOR     # user test-editor
   $TESTENV_BIN/kubectl -n $NS get dataexports
+  $d8_bin data export list files / -n $NS
+  $d8_bin data export download files /docs/ -n $NS -o .
+  $d8_bin data export download disk -n $NS -o disk.img
+or with curl:
   URL=\$($TESTENV_BIN/kubectl -n $NS get de files -o jsonpath='{.status.url}')
   $TESTENV_BIN/kubectl -n $NS get de files -o jsonpath='{.status.ca}' | base64 -d > ca.pem
   curl --cacert ca.pem -H "Authorization: Bearer \$(awk -F': ' '/token:/{print \$2}' \$KUBECONFIG)" "\${URL}api/v1/files/"

@@ -9,8 +9,9 @@
 #  4. end to end: a ModuleConfig enables the module (settings validated, hooks run through the
 #     batch-hook protocol, chart rendered by helm and applied; controller and webhook run from it
 #     with the chart's RBAC), the demo's user flow runs (export a Filesystem and a Block PVC and a
-#     VolumeSnapshot, download with a user's token, checksums, return), then the module is
-#     uninstalled and its module-disabled hooks run
+#     VolumeSnapshot, download with a user's token, checksums, return) through the contract
+#     client (crates/d8-contract: what d8 does, no more), its expiry-recreate loops and publish
+#     auto-detect run against it, then the module is uninstalled and its module-disabled hooks run
 #  5. the rendered chart and the hooks against the API server (server-side dry run, hook protocol)
 #  6. the hooks' disable/migration suite, on a private control plane of its own
 set -euo pipefail
@@ -49,6 +50,9 @@ cargo test --workspace --no-fail-fast
 step "end to end: the module enabled by a ModuleConfig, the demo's user flow, the module disabled"
 e2e/module.sh up
 e2e/demo-flow.sh
+# The contract client against the installed module: expiry and recreate, 20 times in a row for
+# each client generation; the publish auto-detect for users without rights in `default`.
+SVDM_MODULE_E2E=1 cargo test -p svdm-d8-contract --test module -- --nocapture
 e2e/module.sh down
 
 step "rendered chart and hooks against the API server"
