@@ -24,6 +24,10 @@ for pkg in libssl-dev pkg-config openssl curl util-linux python3 jq; do
   have_pkg "$pkg" || need+=("$pkg")
 done
 if [ "${SVDM_BENCH:-0}" = 1 ]; then have_cmd nginx || need+=(nginx-light); fi
+# `make images` builds OCI images without a container engine: umoci builds and unpacks, skopeo reads.
+if [ "${SVDM_IMAGES:-0}" = 1 ]; then
+  for pkg in umoci skopeo; do have_pkg "$pkg" || need+=("$pkg"); done
+fi
 for c in go cargo; do
   have_cmd "$c" || { echo "setup: '$c' is missing; install the Go and Rust toolchains first" >&2; exit 1; }
 done
