@@ -29,9 +29,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 layout=${1:-.run/images/oci}
 work=$(mktemp -d)
-pids=()
+# Servers started in the background write their pid (the binary's own: everything between execs)
+# to a file here, so exactly they are stopped.
+pidfiles=()
+stop() { [ -s "$1" ] && kill "$(cat "$1")" 2>/dev/null || true; }
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for f in "${pidfiles[@]}"; do stop "$f"; done
   wait 2>/dev/null || true
   rm -rf "$work"
 }
@@ -44,7 +47,7 @@ ok() { echo "images-check: ok: $*" >&2; passed=$((passed + 1)); }
 [ "$(id -u)" = 0 ] || { echo "images-check: needs root (chroot and mount namespaces)" >&2; exit 1; }
 chroot_bin=$(command -v chroot)
 
-# chrooted ROOT USER [--bind SRC DST]... [--dev NODES] [--tmp DIR] [--env K=V]... -- CMD...
+# chrooted ROOT USER [--bind SRC DST]... [--dev NODES] [--tmp DIR] [--env K=V]... [--pidfile F] -- CMD...
 # Runs CMD in a private mount namespace, chrooted into a read-only bind mount of ROOT as USER
 # (uid:gid), with only the given environment. Two kinds of mounts, kept apart on purpose:
 #   --bind SRC DST  a volume, bind-mounted read-only on DST, which must already be in the image
@@ -54,7 +57,7 @@ chroot_bin=$(command -v chroot)
 #                   addon-operator's hook chroot only null) and DIR as /tmp (that chroot has one).
 #                   Their mount points are made in this scratch copy of the image, as a runtime does.
 inner() {
-  local root=$1 user=$2 envs=() nodes="" tmp=""
+  local root=$1 user=$2 envs=() nodes="" tmp="" pidfile=""
   shift 2
   mount --bind "$root" "$root"
   while [ "$1" != -- ]; do
@@ -68,6 +71,7 @@ inner() {
       --dev) nodes=$2; shift 2 ;;
       --tmp) tmp=$2; shift 2 ;;
       --env) envs+=("$2"); shift 2 ;;
+      --pidfile) pidfile=$2; shift 2 ;;
       *) echo "chrooted: unknown option $1" >&2; exit 2 ;;
     esac
   done
@@ -85,6 +89,7 @@ inner() {
     mount --bind "$tmp" "$root/tmp"
   fi
   mount -o remount,bind,ro "$root"
+  [ -z "$pidfile" ] || echo $$ >"$pidfile"
   exec env -i "${envs[@]}" "$CHROOT_BIN" --userspec="$user" "$root" "$@"
 }
 chrooted() {
@@ -186,11 +191,12 @@ chmod 0644 "$work/tls/kubeconfig"
 log="$work/webhook.log"
 # The webhook logs the address it was given, so it gets a free port picked here.
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-chrooted "$root" "$user" --bind "$work/tls" /etc/svdm/webhook-tls --dev "$pod_dev" --env KUBECONFIG=/etc/svdm/webhook-tls/kubeconfig -- \
+pidfiles+=("$work/webhook.pid")
+chrooted "$root" "$user" --bind "$work/tls" /etc/svdm/webhook-tls --dev "$pod_dev" --env KUBECONFIG=/etc/svdm/webhook-tls/kubeconfig \
+  --pidfile "$work/webhook.pid" -- \
   /svdm-webhook --tls-cert /etc/svdm/webhook-tls/tls.crt --tls-key /etc/svdm/webhook-tls/tls.key \
   --address 127.0.0.1 --port "$port" >"$log" 2>&1 &
-pids+=($!)
-if port=$(wait_port "$log" "${pids[-1]}"); then
+if port=$(wait_port "$log" $!); then
   if body=$(curl -fsS --max-time 10 --cacert "$work/tls/tls.crt" "https://127.0.0.1:$port/healthz" 2>&1); then
     ok "controller: svdm-webhook serves /healthz over TLS from the read-only image root ($body)"
   else
@@ -199,7 +205,7 @@ if port=$(wait_port "$log" "${pids[-1]}"); then
 else
   fail "controller: svdm-webhook did not start: $(tail -n 5 "$log")"
 fi
-kill "${pids[-1]}" 2>/dev/null || true
+stop "$work/webhook.pid"
 
 # --- exporter image: serves a file over TLS from the unpacked root.
 root="$work/exporter/rootfs"
@@ -218,11 +224,12 @@ else
   fail "exporter: /svdm-exporter --help: $out"
 fi
 log="$work/exporter.log"
-chrooted "$root" "$user" --bind "$work/volume" /data --bind "$work/tls" /etc/svdm/tls --dev "$pod_dev" -- \
+pidfiles+=("$work/exporter.pid")
+chrooted "$root" "$user" --bind "$work/volume" /data --bind "$work/tls" /etc/svdm/tls --dev "$pod_dev" \
+  --pidfile "$work/exporter.pid" -- \
   /svdm-exporter --mode filesystem --source /data --tls-cert /etc/svdm/tls/tls.crt --tls-key /etc/svdm/tls/tls.key \
   --export-namespace image-check --export-name image-check --no-auth --address 127.0.0.1 --port 0 >"$log" 2>&1 &
-pids+=($!)
-if port=$(wait_port "$log" "${pids[-1]}"); then
+if port=$(wait_port "$log" $!); then
   got=$(curl -fsS --max-time 30 --cacert "$work/tls/tls.crt" "https://127.0.0.1:$port/api/v1/files/dir/payload.bin" | sha256sum | cut -d' ' -f1)
   if [ "$got" = "$want" ]; then
     ok "exporter: served /data/dir/payload.bin (3000000 bytes) over TLS from the read-only image root, sha256 matches"
@@ -234,7 +241,7 @@ if port=$(wait_port "$log" "${pids[-1]}"); then
 else
   fail "exporter: did not start: $(tail -n 5 "$log")"
 fi
-kill "${pids[-1]}" 2>/dev/null || true
+stop "$work/exporter.pid"
 
 # --- hooks image: discovery as addon-operator does it (chrooted, empty environment).
 root="$work/hooks/rootfs"
