@@ -21,7 +21,9 @@
 #   - one real action per image: the webhook (controller image) answers /healthz over TLS with a
 #     throw-away certificate; the exporter serves a file over TLS (--no-auth: no cluster here) from
 #     /data, the directory pods mount volumes on, and the download matches; the hooks binary
-#     answers `hook list` and `hook config` with no environment, as addon-operator runs it.
+#     answers `hook list` and `hook config` with no environment, and `hook run 0` issues the
+#     webhook certificate with only /dev/null and /tmp in its chroot, as addon-operator runs it.
+# Ends with `images-check: N passed, M failed`; exits non-zero on any failure.
 # Needs root (chroot, mount namespaces), umoci, skopeo, openssl, curl.
 #   usage: hack/images-check.sh [OCI_LAYOUT]     (default .run/images/oci)
 set -euo pipefail
@@ -53,9 +55,10 @@ chroot_bin=$(command -v chroot)
 #   --bind SRC DST  a volume, bind-mounted read-only on DST, which must already be in the image
 #                   (Deckhouse images carry their mount points: the root is read-only);
 #   --dev NODES     what the runtime provides, not the image: a /dev holding the host's NODES
-#   --tmp DIR       (comma-separated; a container runtime gives null,zero,random,urandom and more,
-#                   addon-operator's hook chroot only null) and DIR as /tmp (that chroot has one).
-#                   Their mount points are made in this scratch copy of the image, as a runtime does.
+#                   (comma-separated; a container runtime gives null,zero,random,urandom and more,
+#                   addon-operator's hook chroot only null);
+#   --tmp DIR       DIR as /tmp, which addon-operator's hook chroot has.
+#                   These two mount points are made in this scratch copy, as a runtime makes them.
 inner() {
   local root=$1 user=$2 envs=() nodes="" tmp="" pidfile=""
   shift 2
