@@ -56,7 +56,7 @@ install_helm() {
     "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
 }
 
-DMT_SOURCE="${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}/hack/dmt/dmt-${DMT_VERSION}.tar.gz"
+DMT_SOURCE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/dmt/dmt-${DMT_VERSION}.tar.gz"
 DMT_SOURCE_SHA256=8430a73e763cf9007ac0ca5c095f9d5c058543bfaccc2079fddf3aa357f84fb0
 # The kubedog commit that replaces dmt's pinned (and refused) pseudo-version.
 DMT_KUBEDOG=github.com/werf/kubedog@v0.13.1-0.20260217150136-ed58edf34eac
