@@ -1,4 +1,18 @@
 #!/usr/bin/env bash
+# Copyright 2026 Flant JSC
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+#
 # The user-facing flow of the demo, run against an already running control plane and stack
 # (e2e/testenv.sh up; e2e/stack.sh up; the module enabled by e2e/module.sh): as the normal user
 # test-editor, with the commands of `d8 data export` as the contract client (crates/d8-contract)

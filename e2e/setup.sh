@@ -1,4 +1,18 @@
 #!/usr/bin/env bash
+# Copyright 2026 Flant JSC
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+#
 # Installs what `make demo` and `make test` need on a fresh Debian machine, and nothing when it is
 # already there (so a warm machine never touches the network). Go modules and crates are fetched
 # by the builds themselves; this covers the system side.
@@ -10,6 +24,10 @@ for pkg in libssl-dev pkg-config openssl curl util-linux iproute2 python3 jq; do
   have_pkg "$pkg" || need+=("$pkg")
 done
 if [ "${SVDM_BENCH:-0}" = 1 ]; then have_cmd nginx || need+=(nginx-light); fi
+# `make images` builds OCI images without a container engine: umoci builds and unpacks, skopeo reads.
+if [ "${SVDM_IMAGES:-0}" = 1 ]; then
+  for pkg in umoci skopeo; do have_pkg "$pkg" || need+=("$pkg"); done
+fi
 for c in go cargo; do
   have_cmd "$c" || { echo "setup: '$c' is missing; install the Go and Rust toolchains first" >&2; exit 1; }
 done

@@ -1,15 +1,27 @@
 #!/usr/bin/env python3
 # Copyright 2026 Flant JSC
-# SPDX-License-Identifier: Apache-2.0
-"""Module bundle checks that need no cluster: settings schema, values for rendering, and the
-deckhouse conventions (the dmt rules that matter for this module) on the repository and on
-rendered manifests.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Module bundle checks that need no cluster and that dmt (run beside them by hack/module-lint.sh)
+does not make: the settings schema against its case tests and documented examples, values for
+rendering, agreement between files dmt reads separately, and dmt's manifest rules applied to every
+documented settings example (dmt renders the chart once).
 
 Subcommands (used by hack/module-lint.sh):
   cases                      run openapi/openapi-case-tests.yaml against the schemas
   settings-sets DIR          write one settings file per documented example (plus defaults) to DIR
   values SETTINGS OUT        module values for Helm: settings + schema defaults + fake hook values
-  static                     repository checks (module.yaml, .helmignore, openapi, crds, docs, images)
+  static                     repository checks dmt lacks (names, settings docs, images vs chart, oss.yaml)
   rendered FILE...           checks on `helm template` output
 
 Prints `error: ...` / `warning: ...` lines; exits 1 when there is an error.
@@ -232,69 +244,116 @@ def cmd_cases():
 
 
 # ---------------------------------------------------------------- repository checks
+#
+# dmt lint (hack/module-lint.sh runs it) checks the repository: module.yaml, .helmignore, openapi
+# enums and high availability, CRD labels and doc-ru twins, docs (bilingual, front matter,
+# markdownlint), Cyrillic, cluster.local, werf image names. What is left here is what dmt does not
+# check: names that must agree between files, settings documentation, and the build definitions
+# against the chart and the lockfile.
 
-ENUM_RE = re.compile(r"^([A-Z][A-Za-z0-9]*(\.[0-9]+)*|[0-9][A-Za-z0-9.]*)$")
-CYRILLIC = re.compile("[\u0400-\u04FF]")
+WERF_IMAGE_RE = re.compile(r"^image:\s*(.+?)\s*$", re.M)
 
 
-def check_enums(node, where):
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if k == "enum" and isinstance(v, list):
-                for item in v:
-                    if isinstance(item, str) and item and not ENUM_RE.match(item):
-                        error(f"{where}: enum value {item!r} is not CamelCase (dmt openapi/enum)")
-            else:
-                check_enums(v, where)
-    elif isinstance(node, list):
-        for v in node:
-            check_enums(v, where)
+def werf_images():
+    """{image directory: (image name as werf builds it, final)} from images/*/werf.inc.yaml.
+    The name is `{{ .ModuleNamePrefix }}{{ .ImageName }}` with an empty prefix, i.e. the directory."""
+    out = {}
+    images = os.path.join(ROOT, "images")
+    for name in sorted(os.listdir(images)) if os.path.isdir(images) else []:
+        path = os.path.join(images, name, "werf.inc.yaml")
+        if not os.path.isfile(path):
+            error(f"images/{name}: no werf.inc.yaml (the module's images are built by werf)")
+            continue
+        text = open(path, encoding="utf-8").read()
+        docs = [d for d in re.split(r"(?m)^---\s*$", text) if WERF_IMAGE_RE.search(d)]
+        if len(docs) != 1:
+            error(f"images/{name}/werf.inc.yaml: expected one image, found {len(docs)}")
+            continue
+        image = WERF_IMAGE_RE.search(docs[0]).group(1)
+        image = image.replace("{{ .ModuleNamePrefix }}", "").replace("{{ .ImageName }}", name)
+        final = not re.search(r"(?m)^final:\s*false\s*$", docs[0])
+        out[name] = (image, final)
+    return out
+
+
+def template_images():
+    """Image names the chart asks helm_lib_module_image for, with the files asking."""
+    used = {}
+    for dirpath, _, files in os.walk(os.path.join(ROOT, "templates")):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            for m in re.finditer(r'helm_lib_module_image"\s*\(list\s+\.\s+"([^"]+)"', open(p, encoding="utf-8").read()):
+                used.setdefault(m.group(1), set()).add(os.path.relpath(p, ROOT))
+    return used
+
+
+def check_images(built, used):
+    """Every image the chart references is a final werf image (only those get a digest in
+    images_digests.json), and every final image is referenced (or it would be built for nothing)."""
+    finals = {camel(image) for image, final in built.values() if final}
+    for name, files in sorted(used.items()):
+        if name not in finals:
+            error(f"{', '.join(sorted(files))}: image {name!r} is not a final image of images/*/werf.inc.yaml, "
+                  "so it gets no digest")
+    for d, (image, final) in sorted(built.items()):
+        if image != d:
+            error(f"images/{d}/werf.inc.yaml: image {image!r} must be named after its directory")
+        if final and camel(image) not in used:
+            error(f"images/{d}: final image {camel(image)!r} is not used by any template")
+
+
+def camel(name):
+    """The digest key of an image: images-digests.yaml's `camelcase | untitle`."""
+    parts = re.split(r"[-_]", name)
+    return parts[0] + "".join(p[:1].upper() + p[1:] for p in parts[1:])
+
+
+def lock_versions():
+    """{crate: {versions}} from Cargo.lock."""
+    out = {}
+    text = open(os.path.join(ROOT, "Cargo.lock"), encoding="utf-8").read()
+    for m in re.finditer(r'^name = "([^"]+)"\nversion = "([^"]+)"', text, re.M):
+        out.setdefault(m.group(1), set()).add(m.group(2))
+    return out
+
+
+def workspace_rust_version():
+    workspace = open(os.path.join(ROOT, "Cargo.toml"), encoding="utf-8").read()
+    return re.search(r'(?m)^rust-version = "([^"]+)"', workspace).group(1)
+
+
+# oss.yaml ids that are not crates, and where their version comes from.
+OSS_NOT_CRATES = {"openssl", "glibc", "rust-std"}
+
+
+def check_oss(projects, locked, rust_version):
+    """oss.yaml names what the images carry at the versions the build uses: a crate's is the one
+    Cargo.lock pins, the Rust standard library's the workspace's rust-version."""
+    for p in projects:
+        pid, version = p.get("id"), str(p.get("version", ""))
+        if pid == "rust-std":
+            if not version.startswith(rust_version + ".") and version != rust_version:
+                error(f"oss.yaml: rust-std {version} but the workspace builds with Rust {rust_version}")
+        elif pid not in OSS_NOT_CRATES:
+            if pid not in locked:
+                error(f"oss.yaml: {pid} is not in Cargo.lock (the images do not carry it)")
+            elif version not in locked[pid]:
+                error(f"oss.yaml: {pid} {version} but Cargo.lock pins {', '.join(sorted(locked[pid]))}")
 
 
 def cmd_static():
-    # module.yaml: dmt parses it strictly.
-    allowed = {"name", "stage", "descriptions", "namespace", "subsystems", "tags", "weight", "critical",
-               "exclusiveGroup", "requirements", "accessibility", "disable", "update"}
     m = load_yaml(os.path.join(ROOT, "module.yaml"))
-    for k in m:
-        if k not in allowed:
-            error(f"module.yaml: unknown key {k}")
     if m.get("name") != MODULE or m.get("namespace") != NAMESPACE:
-        error("module.yaml: name/namespace mismatch")
-    if not (m.get("descriptions") or {}).get("en") or not (m.get("descriptions") or {}).get("ru"):
-        error("module.yaml: descriptions.en and descriptions.ru are required")
-    if m.get("stage") not in ("Experimental", "Preview", "General Availability", "Deprecated"):
-        error("module.yaml: invalid stage")
-    if "weight" in m:
-        error("module.yaml: weight must be removed when requirements.deckhouse >= 1.72")
-    msgs = ((m.get("disable") or {}).get("messages") or {})
-    if m.get("disable") and not (msgs.get("en") and msgs.get("ru")):
-        error("module.yaml: disable.messages needs en and ru")
-
-    # Chart.yaml
+        error(f"module.yaml: name and namespace must be {MODULE} and {NAMESPACE}")
+    if not (m.get("descriptions") or {}).get("ru"):
+        error("module.yaml: descriptions.ru is required (dmt only asks for en)")
     chart = load_yaml(os.path.join(ROOT, "Chart.yaml"))
     if chart.get("name") != MODULE:
         error("Chart.yaml: name must be the module name")
 
-    # .helmignore covers every non-chart root entry.
-    patterns = [ln.strip() for ln in open(os.path.join(ROOT, ".helmignore"), encoding="utf-8")
-                if ln.strip() and not ln.startswith("#")]
-    import fnmatch
-    chart_content = {"templates", "charts", "monitoring", "Chart.yaml", "values.yaml", ".helmignore"}
-    for entry in sorted(os.listdir(ROOT)):
-        if entry in chart_content:
-            continue
-        if not any(fnmatch.fnmatch(entry, p.rstrip("/")) for p in patterns):
-            error(f".helmignore does not cover root entry {entry!r} (dmt module/helmignore)")
-    for p in patterns:
-        if p in ("*", "**") or fnmatch.fnmatch("templates", p) or fnmatch.fnmatch("Chart.yaml", p):
-            error(f".helmignore pattern {p!r} would drop chart content")
-
-    # openapi
+    # Every setting documented in both languages, every top-level one with an example (the render
+    # sets below come from those examples).
     cfg = load_yaml(os.path.join(ROOT, "openapi/config-values.yaml"))
-    check_enums(cfg, "openapi/config-values.yaml")
-    if "default" in (cfg.get("properties", {}).get("highAvailability") or {}):
-        error("openapi: highAvailability must have no default (dmt openapi/high-availability)")
     ru = load_yaml(os.path.join(ROOT, "openapi/doc-ru-config-values.yaml"))
 
     def described(en, ru_node, path):
@@ -310,111 +369,34 @@ def cmd_static():
                 described(prop, ru_prop, f"{path}{name}.")
 
     described(cfg, ru, "")
-    for f in ("config-values.yaml", "values.yaml"):
-        text = open(os.path.join(ROOT, "openapi", f), encoding="utf-8").read()
-        if CYRILLIC.search(text):
-            error(f"openapi/{f}: Cyrillic outside doc-ru files")
-        if "x-kubernetes-validations" in text:
-            error(f"openapi/{f}: x-kubernetes-validations does not belong in openapi/")
 
-    # crds: doc-ru twins, module label, enums.
-    crd_dir = os.path.join(ROOT, "crds")
-    for f in sorted(os.listdir(crd_dir)):
-        if not f.endswith(".yaml"):
-            continue
-        if f.startswith("doc-ru-"):
-            if not os.path.exists(os.path.join(crd_dir, f[len("doc-ru-"):])):
-                error(f"crds/{f}: no base file")
-            continue
-        if not os.path.exists(os.path.join(crd_dir, "doc-ru-" + f)):
-            error(f"crds/{f}: no crds/doc-ru-{f} (dmt openapi/bilingual)")
-        for doc in yaml.safe_load_all(open(os.path.join(crd_dir, f), encoding="utf-8")):
-            if not doc or doc.get("kind") != "CustomResourceDefinition":
-                continue
-            labels = (doc.get("metadata") or {}).get("labels") or {}
-            if labels.get("module") != MODULE or labels.get("heritage") != "deckhouse":
-                # The CRD is generated from crates/api; the label belongs in its generator.
-                warn(f"crds/{f}: CRD {doc['metadata']['name']} lacks labels heritage=deckhouse, "
-                     f"module={MODULE} (dmt openapi/deckhouse-crds reports this as an error; "
-                     "fix in the crates/api CRD generator)")
-            check_enums(doc, f"crds/{f}")
-
-    # docs: bilingual, no Cyrillic in English, front matter, fenced code with a language.
+    # docs: a title for the site's navigation, and the schema marker the settings page is rendered at.
     docs = os.path.join(ROOT, "docs")
-    if os.path.isdir(docs):
-        for f in sorted(os.listdir(docs)):
-            if not f.endswith(".md"):
-                continue
-            path = os.path.join(docs, f)
-            text = open(path, encoding="utf-8").read()
-            is_ru = f.endswith(".ru.md")
-            if not is_ru:
-                if not os.path.exists(os.path.join(docs, f[:-3] + ".ru.md")):
-                    error(f"docs/{f}: no Russian twin docs/{f[:-3]}.ru.md")
-                if CYRILLIC.search(text):
-                    error(f"docs/{f}: Cyrillic in an English document")
-            elif not os.path.exists(os.path.join(docs, f[:-6] + ".md")):
-                error(f"docs/{f}: no English original")
-            if not text.startswith("---\n"):
-                error(f"docs/{f}: front matter missing")
-            else:
-                fm = yaml.safe_load(text.split("---\n", 2)[1])
-                if not isinstance(fm, dict) or "title" not in fm:
-                    error(f"docs/{f}: front matter needs a title")
-                elif "lang" in fm:
-                    error(f"docs/{f}: no lang key in front matter")
-            in_code = False
-            for n, line in enumerate(text.splitlines(), 1):
-                if line.startswith("```"):
-                    if not in_code and line.strip() == "```":
-                        error(f"docs/{f}:{n}: fenced code block without a language")
-                    in_code = not in_code
-            if not text.endswith("\n"):
-                error(f"docs/{f}: no trailing newline")
-        if not os.path.exists(os.path.join(docs, "README.md")):
-            error("docs/README.md is required")
-        conf = os.path.join(docs, "CONFIGURATION.md")
+    for f in sorted(os.listdir(docs)) if os.path.isdir(docs) else []:
+        if not f.endswith(".md"):
+            continue
+        text = open(os.path.join(docs, f), encoding="utf-8").read()
+        fm = yaml.safe_load(text.split("---\n", 2)[1]) if text.startswith("---\n") else None
+        if not isinstance(fm, dict) or "title" not in fm:
+            error(f"docs/{f}: front matter needs a title")
+    for f in ("CONFIGURATION.md", "CONFIGURATION.ru.md"):
+        conf = os.path.join(docs, f)
         if os.path.exists(conf) and "<!-- SCHEMA -->" not in open(conf, encoding="utf-8").read():
-            error("docs/CONFIGURATION.md: needs the <!-- SCHEMA --> marker")
+            error(f"docs/{f}: needs the <!-- SCHEMA --> marker")
 
-    # No Cyrillic in yaml/json outside doc-ru and module.yaml (dmt no-cyrillic).
-    for top in ("templates", "monitoring", "openapi", "images", "crds"):
-        for dirpath, _, files in os.walk(os.path.join(ROOT, top)):
-            for f in files:
-                if not f.endswith((".yaml", ".yml", ".json", ".tpl")) or f.startswith("doc-ru-"):
-                    continue
-                p = os.path.join(dirpath, f)
-                if CYRILLIC.search(open(p, encoding="utf-8").read()):
-                    error(f"{os.path.relpath(p, ROOT)}: Cyrillic (dmt no-cyrillic)")
-
-    # templates: no literal cluster.local (dmt templates/cluster-domain).
-    for dirpath, _, files in os.walk(os.path.join(ROOT, "templates")):
-        for f in files:
-            p = os.path.join(dirpath, f)
-            if "cluster.local" in open(p, encoding="utf-8").read():
-                error(f"{os.path.relpath(p, ROOT)}: hard-coded cluster.local")
-
-    # images: Dockerfile final stage distroless/scratch, intermediate stages pinned or $BASE_*.
-    images = os.path.join(ROOT, "images")
-    for name in sorted(os.listdir(images)) if os.path.isdir(images) else []:
-        if "_" in name:
-            error(f"images/{name}: image names must not contain '_'")
-        df = os.path.join(images, name, "Dockerfile")
-        if not os.path.exists(df):
-            continue
-        froms = [ln.split()[1] for ln in open(df, encoding="utf-8") if ln.upper().startswith("FROM ")]
-        if not froms:
-            error(f"images/{name}/Dockerfile: no FROM")
-            continue
-        if not (froms[-1] in ("scratch", "$BASE_DISTROLESS", "$BASE_ALT") or froms[-1].startswith("${BASE_DISTROLESS")):
-            error(f"images/{name}/Dockerfile: the last FROM must be $BASE_DISTROLESS, $BASE_ALT or scratch")
-        for fr in froms[:-1]:
-            if not (fr.startswith("$BASE_") or fr.startswith("${BASE_") or "@sha256:" in fr):
-                error(f"images/{name}/Dockerfile: stage FROM {fr} must use $BASE_* or a digest")
+    # Build definitions against the chart and the lockfile.
+    check_images(werf_images(), template_images())
+    check_oss(load_yaml(os.path.join(ROOT, "oss.yaml")) or [], lock_versions(), workspace_rust_version())
     return finish("static checks")
 
 
 # ---------------------------------------------------------------- rendered manifests
+#
+# The same manifest rules as dmt's container, rbac and templates linters, kept because dmt renders
+# the chart once, with values it generates, while these run over every render of hack/module-lint.sh:
+# the defaults, each x-examples entry alone, all of them together and every ModuleConfig in docs/
+# (publishing, custom certificates and placement only appear in some). Plus two dmt lacks: webhooks
+# carry a caBundle, and a Pod webhook never fails closed.
 
 ALLOWED_PRIORITY = {"system-node-critical", "system-cluster-critical", "cluster-medium", "cluster-low",
                     "cluster-critical", "staging", "standby", "develop", "production-high",

@@ -1,8 +1,21 @@
 #!/usr/bin/env python3
 # Copyright 2026 Flant JSC
-# SPDX-License-Identifier: Apache-2.0
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """Self-test of hack/lint/module_lint.py: the checks must catch what they claim to catch, or a green
-module lint means nothing. Mutates one rendered manifest at a time and expects a specific error.
+module lint means nothing. Mutates one rendered manifest at a time, and the repository facts the
+static checks compare (werf images, chart image names, oss.yaml, Cargo.lock), and expects a
+specific error each time.
 Run: python3 hack/lint/test_module_lint.py RENDERED.yaml  (a render of the chart with defaults)."""
 
 import copy
@@ -71,16 +84,72 @@ MUTATIONS = [
 ]
 
 
+def repo_facts():
+    return (module_lint.werf_images(), module_lint.template_images(),
+            module_lint.load_yaml(os.path.join(module_lint.ROOT, "oss.yaml")), module_lint.lock_versions(),
+            module_lint.workspace_rust_version())
+
+
+def static_mutations():
+    """(name, check, expected error): each check runs on this repository's facts with one thing changed."""
+    def images(change):
+        def run():
+            built, used, *_ = repo_facts()
+            change(built, used)
+            module_lint.check_images(built, used)
+        return run
+
+    def oss(change, rust=None):
+        def run():
+            *_, projects, locked, workspace_rust = repo_facts()
+            change(projects, locked)
+            module_lint.check_oss(projects, locked, rust or workspace_rust)
+        return run
+
+    def project(projects, pid):
+        return next(p for p in projects if p["id"] == pid)
+
+    return [
+        ("chart image without a final werf image",
+         images(lambda b, u: b.update(exporter=("exporter", False))), "gets no digest"),
+        ("chart image with no werf file", images(lambda b, u: b.pop("exporter")), "gets no digest"),
+        ("final image nobody uses", images(lambda b, u: u.pop("exporter")), "not used by any template"),
+        ("image named apart from its directory",
+         images(lambda b, u: b.update(controller=("svdm-controller", True))), "named after its directory"),
+        ("oss.yaml crate version behind Cargo.lock",
+         oss(lambda p, lk: project(p, "kube").update(version="4.0.0")), "Cargo.lock pins"),
+        ("oss.yaml crate the images do not carry",
+         oss(lambda p, lk: p.append({"id": "left-pad", "version": "1.0.0"})), "not in Cargo.lock"),
+        ("oss.yaml Rust version behind the workspace's",
+         oss(lambda p, lk: None, rust="1.99"), "builds with Rust 1.99"),
+    ]
+
+
 def main():
+    passed = failed = 0
+    module_lint.errors.clear()
+    built, used, projects, locked, rust = repo_facts()
+    module_lint.check_images(built, used)
+    module_lint.check_oss(projects, locked, rust)
+    if module_lint.errors:
+        print(f"FAIL: the repository's own facts have errors: {module_lint.errors}")
+        failed += 1
+    for name, run, expected in static_mutations():
+        module_lint.errors.clear()
+        run()
+        if any(expected in e for e in module_lint.errors):
+            passed += 1
+        else:
+            failed += 1
+            print(f"FAIL: {name}: expected an error containing {expected!r}, got {module_lint.errors}")
+
     with open(sys.argv[1], encoding="utf-8") as f:
         base = [d for d in yaml.safe_load_all(f) if d]
     module_lint.errors.clear()
     module_lint.check_rendered(copy.deepcopy(base), "base")
-    failed = 0
     if module_lint.errors:
         print(f"FAIL: the unmodified render has errors: {module_lint.errors}")
         failed += 1
-    passed = 0
     for name, mutate, expected in MUTATIONS:
         docs = copy.deepcopy(base)
         mutate(docs)
