@@ -550,7 +550,8 @@ pub async fn drive(
 /// costs time. The uid precondition keeps a newer claim of the same name untouched.
 async fn request_bind(client: kube::Client, claim: &ClaimRef, pv_rv: &str) {
     let api: Api<PersistentVolumeClaim> = Api::namespaced(client, &claim.namespace);
-    let patch = json!({"metadata": {"uid": claim.uid, "annotations": {names::ANN_BIND_REQUESTED: pv_rv}}});
+    let patch =
+        json!({"metadata": {"uid": claim.uid, "annotations": {names::ANN_BIND_REQUESTED: pv_rv}}});
     if let Err(e) = kubeio::merge(&api, &claim.name, &patch).await {
         log::debug!(
             "cannot ask the binder to sync {}/{} now: {e}",

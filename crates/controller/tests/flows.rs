@@ -124,10 +124,22 @@ async fn publish_without_a_public_host_says_why_and_serves_in_the_cluster() {
         (c.status == "False" && c.reason == "PublishFailed").then(|| (c.message.clone(), st.url))
     })
     .await;
-    assert!(message.contains("publicHost"), "says what to set: {message}");
-    assert!(url.is_some_and(|u| u.starts_with("https://")), "the in-cluster URL is there");
     assert!(
-        des.get("de1").await.expect("de").status.expect("status").public_url.is_none(),
+        message.contains("publicHost"),
+        "says what to set: {message}"
+    );
+    assert!(
+        url.is_some_and(|u| u.starts_with("https://")),
+        "the in-cluster URL is there"
+    );
+    assert!(
+        des.get("de1")
+            .await
+            .expect("de")
+            .status
+            .expect("status")
+            .public_url
+            .is_none(),
         "no publicURL that nothing serves"
     );
     des.patch(

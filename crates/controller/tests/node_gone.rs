@@ -40,15 +40,8 @@ async fn export_on_a_lost_node_is_reported_and_returned_once_the_node_is_deleted
     let name = format!("svdm-nodegone-{}", unique());
     let ns = create_namespace(&client, "svdm-nodegone").await;
     let dir = scratch_dir(&ns);
-    let mut node = PrivateNode::start(
-        &client,
-        &kc,
-        &name,
-        &dir,
-        ("198.18.60", "127.0.61"),
-        &[],
-    )
-    .await;
+    let mut node =
+        PrivateNode::start(&client, &kc, &name, &dir, ("198.18.60", "127.0.61"), &[]).await;
     let ctl = start_controller(
         &kc,
         &ns,
@@ -56,10 +49,9 @@ async fn export_on_a_lost_node_is_reported_and_returned_once_the_node_is_deleted
         &["--exporter-tolerations-json", &node.tolerations()],
     );
 
-    let outcome =
-        std::panic::AssertUnwindSafe(scenario(&client, &ns, &ctl, &mut node))
-            .catch_unwind()
-            .await;
+    let outcome = std::panic::AssertUnwindSafe(scenario(&client, &ns, &ctl, &mut node))
+        .catch_unwind()
+        .await;
 
     // Leave nothing behind, whatever happened: with the node and its Node object gone, the
     // controller can finish any return still under way.

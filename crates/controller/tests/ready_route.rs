@@ -15,8 +15,8 @@ use common::private_node::PrivateNode;
 use common::*;
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::Api;
 use kube::ResourceExt;
+use kube::api::Api;
 use svdm_api::{DataExport, conditions, names};
 use svdm_d8_contract::export::{Exports, GROUP, Generation};
 use svdm_d8_contract::kubecfg::Access;
@@ -93,7 +93,10 @@ async fn scenario(client: &kube::Client, kc: &str, ns: &str, node: &PrivateNode)
         .await
         .unwrap_or_else(|e| panic!("the first download right after Ready failed: {e}"));
     assert_eq!(std::fs::read(&out).expect("read"), payload);
-    println!("Ready and downloaded {:.1?} after the DataExport was created", t0.elapsed());
+    println!(
+        "Ready and downloaded {:.1?} after the DataExport was created",
+        t0.elapsed()
+    );
 
     // Ready came after the route, not with the pod.
     let de = Api::<DataExport>::namespaced(client.clone(), ns)
@@ -109,7 +112,9 @@ async fn scenario(client: &kube::Client, kc: &str, ns: &str, node: &PrivateNode)
     .0;
     let pods: Api<Pod> = Api::namespaced(client.clone(), names::MODULE_NAMESPACE);
     let pod = pods
-        .get(&svdm_controller::objects::object_name(&de.uid().expect("uid")))
+        .get(&svdm_controller::objects::object_name(
+            &de.uid().expect("uid"),
+        ))
         .await
         .expect("exporter pod");
     let pod_ready_at = pod

@@ -31,7 +31,9 @@ struct Env {
 /// Runs only where `e2e/run-tests.sh` asks for it: the module must be installed from its chart.
 fn env() -> Option<Env> {
     if std::env::var("SVDM_MODULE_E2E").ok().as_deref() != Some("1") {
-        eprintln!("note: SVDM_MODULE_E2E is not 1; the module end-to-end tests run from e2e/run-tests.sh");
+        eprintln!(
+            "note: SVDM_MODULE_E2E is not 1; the module end-to-end tests run from e2e/run-tests.sh"
+        );
         return None;
     }
     let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"));
@@ -108,9 +110,10 @@ async fn rounds(env: Arc<Env>, generation: Generation, pvc: &'static str) {
             // Like d8, a client whose connections end with the command.
             let ep = Endpoint::new(&access, &ready, false, &Aids::default())
                 .unwrap_or_else(|e| panic!("{e}"));
-            let listing = ep.list("/").await.unwrap_or_else(|e| {
-                panic!("{generation:?} round {round}, right after Ready: {e}")
-            });
+            let listing = ep
+                .list("/")
+                .await
+                .unwrap_or_else(|e| panic!("{generation:?} round {round}, right after Ready: {e}"));
             std::fs::write(&out, listing).expect("write listing");
         }
         // The user lets it go idle: a short ttl on the live object.
@@ -166,6 +169,10 @@ async fn publish_autodetect_works_for_users_without_rights_in_default() {
         let publish = svdm_d8_contract::publish::detect(&access)
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", kubeconfig.display()));
-        assert!(!publish, "{}: inside the cluster, publish=false", kubeconfig.display());
+        assert!(
+            !publish,
+            "{}: inside the cluster, publish=false",
+            kubeconfig.display()
+        );
     }
 }

@@ -68,7 +68,12 @@ struct Figures {
     big_mbps: f64,
 }
 
-fn measure(addr: SocketAddr, a: &Args, tls: &SslConnector, requests: u32) -> Result<Figures, String> {
+fn measure(
+    addr: SocketAddr,
+    a: &Args,
+    tls: &SslConnector,
+    requests: u32,
+) -> Result<Figures, String> {
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut conn = connect(addr, &a.name, tls)?;
     get(&mut conn, &a.name, &a.small, &mut buf)?; // warm the connection
