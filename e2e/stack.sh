@@ -168,7 +168,7 @@ metadata: {name: "test-editor-dataexports", namespace: $TESTENV_EDITOR_NAMESPACE
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "d8:storage-volume-data-manager:user"}
 subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: test-editor}]
 ---
-# The chart's grant for d8's publish auto-detect (templates/publish-autodetect-rbac.yaml).
+# The chart's grant for d8's publish auto-detect (templates/rbac-for-us.yaml).
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
 metadata: {name: "d8:storage-volume-data-manager:publish-autodetect", namespace: default}

@@ -155,7 +155,7 @@ async fn expired_exports_are_recreated_at_once_every_time() {
     }
 }
 
-/// The grant the chart ships (templates/publish-autodetect-rbac.yaml) lets any user run d8's
+/// The grant the chart ships (templates/rbac-for-us.yaml) lets any user run d8's
 /// auto-detect, and inside this cluster it picks the in-cluster URL: the kubernetes Service's
 /// ClusterIP reaches the same API server.
 #[tokio::test]
