@@ -27,6 +27,10 @@
 #      - webhooks carry a caBundle and a Pod webhook never fails closed;
 #      - names that must agree across files (module.yaml, Chart.yaml), both languages of every
 #        setting's description, a title on every docs page and the settings page's schema marker;
+#      - the docs against the code, in both languages: the Ready reason table lists exactly the
+#        reasons of crates/api (with the Ready value the controller sets), the admission error table
+#        every reason the webhook denies with, and the settings table every setting with the
+#        schema's default;
 #      - the build definitions: every image the chart references is a final werf image and the
 #        other way round, and oss.yaml's versions are the ones Cargo.lock pins;
 #      - a self-test that each of those checks catches the mistake it names.
