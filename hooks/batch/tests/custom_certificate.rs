@@ -47,6 +47,19 @@ fn gauge(out: &Output) -> Option<(f64, String)> {
         })
 }
 
+/// Runs the hook, which must succeed, and returns its output and the problem it recorded.
+fn run_with_problem(i: &svdm_hooks::protocol::Input) -> (Output, String) {
+    let mut out = Output::default();
+    CustomCertificateHook
+        .run(i, &mut out)
+        .expect("an unusable Secret is not a failed run");
+    let problem = patched(&out, "/internal/customCertificateError")
+        .and_then(|v| v.as_str())
+        .expect("problem recorded")
+        .to_owned();
+    (out, problem)
+}
+
 #[test]
 fn a_missing_secret_does_not_stop_the_module_and_is_reported() {
     // The Secret is gone after an earlier good copy: the run succeeds (a failed beforeHelm hook
@@ -59,19 +72,13 @@ fn a_missing_secret_does_not_stop_the_module_and_is_reported() {
             json!({"customCertificateData": {"tls.crt": "a", "tls.key": "b"}}),
         ),
     );
-    let mut out = Output::default();
-    CustomCertificateHook
-        .run(&i, &mut out)
-        .expect("a missing Secret is not a failed run");
+    let (out, problem) = run_with_problem(&i);
     assert!(out.values_patches.contains(
         &json!({"op": "remove", "path": "/storageVolumeDataManager/internal/customCertificateData"})
     ));
-    let error = patched(&out, "/internal/customCertificateError").expect("problem recorded");
     assert!(
-        error
-            .as_str()
-            .is_some_and(|e| e.contains("d8-system/nope") && e.contains("not found")),
-        "{error}"
+        problem.contains("d8-system/nope") && problem.contains("not found"),
+        "{problem}"
     );
     assert_eq!(gauge(&out), Some((1.0, "nope".to_owned())));
 }
@@ -93,30 +100,16 @@ fn an_incomplete_secret_or_no_name_is_reported_the_same_way() {
             json!({}),
         ),
     );
-    let mut out = Output::default();
-    CustomCertificateHook.run(&i, &mut out).expect("run");
-    let error = patched(&out, "/internal/customCertificateError").expect("problem recorded");
-    assert!(
-        error
-            .as_str()
-            .is_some_and(|e| e.contains("lacks tls.crt or tls.key")),
-        "{error}"
-    );
+    let (out, problem) = run_with_problem(&i);
+    assert!(problem.contains("lacks tls.crt or tls.key"), "{problem}");
     assert!(patched(&out, "/internal/customCertificateData").is_none());
 
     let i = input(
         contexts(fixture("custom-certificate-secrets.json")),
         values(json!({"mode": "CustomCertificate"}), json!({})),
     );
-    let mut out = Output::default();
-    CustomCertificateHook.run(&i, &mut out).expect("run");
-    let error = patched(&out, "/internal/customCertificateError").expect("problem recorded");
-    assert!(
-        error
-            .as_str()
-            .is_some_and(|e| e.contains("secretName is empty")),
-        "{error}"
-    );
+    let (_, problem) = run_with_problem(&i);
+    assert!(problem.contains("secretName is empty"), "{problem}");
 }
 
 #[test]
