@@ -20,7 +20,9 @@ documented settings example (dmt renders the chart once).
 Subcommands (used by hack/module-lint.sh):
   cases                      run openapi/openapi-case-tests.yaml against the schemas
   settings-sets DIR          write one settings file per documented example (plus defaults) to DIR
-  values SETTINGS OUT        module values for Helm: settings + schema defaults + fake hook values
+  values SETTINGS OUT [INTERNAL]
+                             module values for Helm: settings + schema defaults + fake hook values
+                             (INTERNAL: a JSON file of hook values to use on top of the fake ones)
   static                     repository checks dmt lacks (names, settings docs, images vs chart, oss.yaml,
                              the docs' reason tables and settings defaults against the code and schema)
   rendered FILE...           checks on `helm template` output
@@ -155,7 +157,8 @@ def module_values(settings, internal=None):
     values = apply_defaults(schema, copy.deepcopy(settings))
     values["internal"] = copy.deepcopy(internal if internal is not None else FAKE_INTERNAL)
     https = values.get("https") or {}
-    if https.get("mode") == "CustomCertificate":
+    # The hook copies the Secret, or records why it could not (then there is no data to render).
+    if https.get("mode") == "CustomCertificate" and "customCertificateError" not in values["internal"]:
         values["internal"].setdefault("customCertificateData", {
             "tls.crt": "-----BEGIN CERTIFICATE-----\nCUSTOM\n-----END CERTIFICATE-----\n",
             "tls.key": "-----BEGIN PRIVATE KEY-----\nCUSTOM\n-----END PRIVATE KEY-----\n"})
@@ -814,8 +817,12 @@ def main(argv):
     if cmd == "values":
         with open(argv[2], encoding="utf-8") as f:
             settings = yaml.safe_load(f) or {}
+        internal = None
+        if len(argv) > 4:
+            with open(argv[4], encoding="utf-8") as f:
+                internal = {**FAKE_INTERNAL, **json.load(f)}
         try:
-            values = module_values(settings)
+            values = module_values(settings, internal)
         except ValueError as e:
             print(f"error: {e}")
             return 1
