@@ -21,12 +21,17 @@
 #      - the settings schema against openapi/openapi-case-tests.yaml, every documented example and
 #        the docs' DataExport examples (dmt validates no values against the schemas);
 #      - a helm render for the defaults, each x-examples entry, all of them at once, every
-#        ModuleConfig in docs/ and one without the optional APIs, and dmt's manifest rules on each
+#        ModuleConfig in docs/, one without the optional APIs and one whose custom certificate the
+#        hook could not copy (the controller must be told), and dmt's manifest rules on each
 #        of those renders (dmt renders once, with values it generates; publishing, custom
 #        certificates and placement only show up in some);
 #      - webhooks carry a caBundle and a Pod webhook never fails closed;
 #      - names that must agree across files (module.yaml, Chart.yaml), both languages of every
 #        setting's description, a title on every docs page and the settings page's schema marker;
+#      - the docs against the code, in both languages: the Ready reason table lists exactly the
+#        reasons of crates/api (with the Ready value the controller sets), the admission error table
+#        every reason the webhook denies with, and the settings table every setting with the
+#        schema's default;
 #      - the build definitions: every image the chart references is a final werf image and the
 #        other way round, and oss.yaml's versions are the ones Cargo.lock pins;
 #      - a self-test that each of those checks catches the mistake it names.
@@ -87,6 +92,30 @@ for settings in "${RENDER_DIR}"/settings/*.json; do
   fi
   rendered+=("${out}")
 done
+# CustomCertificate mode whose Secret the hook could not copy: the hook records why instead of
+# failing the module, and the chart must pass that to the controller (published exports report it
+# as PublishFailed) instead of pointing Ingresses at a TLS Secret it does not render.
+name=custom-certificate-missing
+echo '{"publicHost": "data-exporter.example.com", "https": {"mode": "CustomCertificate", "customCertificate": {"secretName": "missing-tls"}}}' \
+  >"${RENDER_DIR}/settings/${name}.json"
+echo '{"customCertificateError": "the custom certificate Secret d8-system/missing-tls (type kubernetes.io/tls) was not found"}' \
+  >"${RENDER_DIR}/values/${name}.internal.json"
+out="${RENDER_DIR}/${name}.yaml"
+if python3 hack/lint/module_lint.py values "${RENDER_DIR}/settings/${name}.json" "${RENDER_DIR}/values/${name}.yaml" \
+      "${RENDER_DIR}/values/${name}.internal.json" \
+    && "${HELM_BIN}" template storage-volume-data-manager "${ROOT}" --namespace d8-storage-volume-data-manager \
+      --kube-version "${KUBE_VERSION}" "${api_versions[@]}" -f hack/lint/global-values.yaml \
+      -f "${RENDER_DIR}/values/${name}.yaml" >"${out}"; then
+  if ! grep -q -- '--publish-unavailable=the custom certificate Secret d8-system/missing-tls' "${out}" \
+      || grep -q -- 'ingress-tls-customcertificate' "${out}"; then
+    echo "error: ${name}: the controller must get --publish-unavailable and no Ingress TLS Secret may be rendered" >&2
+    failed=1
+  fi
+  rendered+=("${out}")
+else
+  echo "error: helm template failed for ${name}" >&2
+  failed=1
+fi
 # The same chart without the optional APIs (no VPA, no Prometheus operator) must render too.
 if ! "${HELM_BIN}" template storage-volume-data-manager "${ROOT}" --kube-version "${KUBE_VERSION}" \
     -f hack/lint/global-values.yaml -f "${RENDER_DIR}/values/defaults.yaml" >"${RENDER_DIR}/minimal-apis.yaml.out"; then

@@ -20,8 +20,11 @@ documented settings example (dmt renders the chart once).
 Subcommands (used by hack/module-lint.sh):
   cases                      run openapi/openapi-case-tests.yaml against the schemas
   settings-sets DIR          write one settings file per documented example (plus defaults) to DIR
-  values SETTINGS OUT        module values for Helm: settings + schema defaults + fake hook values
-  static                     repository checks dmt lacks (names, settings docs, images vs chart, oss.yaml)
+  values SETTINGS OUT [INTERNAL]
+                             module values for Helm: settings + schema defaults + fake hook values
+                             (INTERNAL: a JSON file of hook values to use on top of the fake ones)
+  static                     repository checks dmt lacks (names, settings docs, images vs chart, oss.yaml,
+                             the docs' reason tables and settings defaults against the code and schema)
   rendered FILE...           checks on `helm template` output
 
 Prints `error: ...` / `warning: ...` lines; exits 1 when there is an error.
@@ -154,7 +157,8 @@ def module_values(settings, internal=None):
     values = apply_defaults(schema, copy.deepcopy(settings))
     values["internal"] = copy.deepcopy(internal if internal is not None else FAKE_INTERNAL)
     https = values.get("https") or {}
-    if https.get("mode") == "CustomCertificate":
+    # The hook copies the Secret, or records why it could not (then there is no data to render).
+    if https.get("mode") == "CustomCertificate" and "customCertificateError" not in values["internal"]:
         values["internal"].setdefault("customCertificateData", {
             "tls.crt": "-----BEGIN CERTIFICATE-----\nCUSTOM\n-----END CERTIFICATE-----\n",
             "tls.key": "-----BEGIN PRIVATE KEY-----\nCUSTOM\n-----END PRIVATE KEY-----\n"})
@@ -384,10 +388,226 @@ def cmd_static():
         if os.path.exists(conf) and "<!-- SCHEMA -->" not in open(conf, encoding="utf-8").read():
             error(f"docs/{f}: needs the <!-- SCHEMA --> marker")
 
+    # Docs that restate the code and the schema.
+    check_docs(repo_doc_facts())
+
     # Build definitions against the chart and the lockfile.
     check_images(werf_images(), template_images())
     check_oss(load_yaml(os.path.join(ROOT, "oss.yaml")) or [], lock_versions(), workspace_rust_version())
     return finish("static checks")
+
+
+# ---------------------------------------------------------------- docs against the code
+#
+# Tables in the docs that restate facts of the code or the schema, each introduced by a marker line
+# `<!-- lint: NAME -->`, are compared with their source, in both languages, so a reason or a
+# setting cannot be added, renamed or dropped on one side only.
+
+DOC_PAIRS = ("USAGE", "CONFIGURATION")
+NO_DEFAULT = "—"
+
+
+def marked_table(text, marker):
+    """Rows (lists of cell texts) of the table after `<!-- lint: marker -->`, without the header and
+    the separator, or None when the marker is absent."""
+    lines = text.splitlines()
+    try:
+        i = lines.index(f"<!-- lint: {marker} -->")
+    except ValueError:
+        return None
+    rows = []
+    for line in lines[i + 1:]:
+        if not line.startswith("|"):
+            if rows or line.strip():
+                break
+            continue
+        # A `\|` inside a cell is an escaped pipe, not a separator.
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+        rows.append(cells)
+    return rows[2:]
+
+
+def code_span(cell):
+    m = re.fullmatch(r"`([^`]*)`", cell.strip())
+    return m.group(1) if m else None
+
+
+def rust_reasons(conditions_rs):
+    """{CONSTANT: "Reason"} of `pub mod reason` in crates/api/src/conditions.rs."""
+    m = re.search(r"pub mod reason \{(.*?)\n\}", conditions_rs, re.S)
+    if not m:
+        return {}
+    return dict(re.findall(r'pub const ([A-Z_]+): &str = "([A-Za-z]+)";', m.group(1)))
+
+
+def without_tests(rs):
+    """Rust source without its trailing `#[cfg(test)]` module (this repository keeps tests last)."""
+    i = rs.find("#[cfg(test)]")
+    return rs if i < 0 else rs[:i]
+
+
+def reasons_set(controller_sources):
+    """Reason constants the controller sets outside tests, and those it sets with Ready=True."""
+    used, true = set(), set()
+    for path, rs in controller_sources.items():
+        if "/tests" in path or path.endswith("tests.rs"):
+            continue
+        rs = without_tests(rs)
+        used |= set(re.findall(r"reason::([A-Z_]+)", rs))
+        true |= set(re.findall(r"\(true,\s*reason::([A-Z_]+)", rs))
+    return used, true
+
+
+def check_reason_table(doc, rows, reasons, used, true):
+    """The Ready reason table lists exactly the reasons of svdm-api, with the right Ready value; a
+    reason the controller never sets must say so."""
+    if rows is None:
+        error(f"{doc}: no Ready reason table (<!-- lint: ready-reasons -->)")
+        return
+    documented = {}
+    for cells in rows:
+        name = code_span(cells[0]) if cells else None
+        if not name or len(cells) < 3:
+            error(f"{doc}: Ready reason table row {cells!r} is not `Reason` | True/False | meaning")
+            continue
+        documented[name] = cells
+    by_name = {v: k for k, v in reasons.items()}
+    for name in sorted(set(by_name) - set(documented)):
+        error(f"{doc}: Ready reason {name} (crates/api/src/conditions.rs) is missing from the reason table")
+    for name in sorted(set(documented) - set(by_name)):
+        error(f"{doc}: the reason table lists {name}, which crates/api/src/conditions.rs does not define")
+    for name, cells in sorted(documented.items()):
+        const = by_name.get(name)
+        if const is None:
+            continue
+        want = "True" if const in true else "False"
+        if cells[1] != want:
+            error(f"{doc}: the reason table says Ready={cells[1]} for {name}; the controller sets {want}")
+        if const not in used and "not set by the controller" not in cells[2] and "контроллер не устанавливает" not in cells[2]:
+            error(f"{doc}: {name} is never set by crates/controller; say so in its row or remove the constant")
+
+
+def webhook_denials(validate_rs):
+    """Reasons the webhook denies with (crates/webhook/src/validate.rs, outside its tests)."""
+    return set(re.findall(r'(?:deny\(|Err\(\()\s*"([A-Z][A-Za-z]+)"', without_tests(validate_rs)))
+
+
+def check_admission_table(doc, rows, denials):
+    if rows is None:
+        error(f"{doc}: no admission error table (<!-- lint: admission-reasons -->)")
+        return
+    documented = {code_span(cells[-1]) for cells in rows if cells}
+    for name in sorted(denials - documented):
+        error(f"{doc}: the webhook denies with reason {name}, which the admission error table lacks")
+    for name in sorted(documented - denials - {None}):
+        error(f"{doc}: the admission error table lists {name}, which crates/webhook/src/validate.rs never denies with")
+
+
+def settings_leaves(schema, prefix=""):
+    """{path: property} of every setting a user sets as one value: properties without sub-properties,
+    and objects whose default is a whole value (not `{}` filled from their members)."""
+    out = {}
+    for name, prop in (schema.get("properties") or {}).items():
+        path = prefix + name
+        if prop.get("properties") and prop.get("default", {}) == {}:
+            out.update(settings_leaves(prop, path + "."))
+        else:
+            out[path] = prop
+    return out
+
+
+def check_defaults_table(doc, rows, leaves):
+    """The settings table names every setting once, with the schema's default (`—`: none)."""
+    if rows is None:
+        error(f"{doc}: no settings table (<!-- lint: settings-defaults -->)")
+        return
+    seen = set()
+    for cells in rows:
+        path = code_span(cells[0]) if cells else None
+        if not path or len(cells) < 2:
+            error(f"{doc}: settings table row {cells!r} is not `setting` | default | ...")
+            continue
+        if path not in leaves:
+            error(f"{doc}: the settings table lists {path}, which openapi/config-values.yaml does not have")
+            continue
+        seen.add(path)
+        prop = leaves[path]
+        cell = cells[1].strip()
+        if cell == NO_DEFAULT:
+            if "default" in prop:
+                error(f"{doc}: {path} has no default in the table, but the schema's is {prop['default']!r}")
+            continue
+        text = code_span(cell)
+        if text is None:
+            error(f"{doc}: the default of {path} must be a code span or {NO_DEFAULT}, not {cell!r}")
+            continue
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            error(f"{doc}: the default of {path} ({text}) is not YAML: {e}")
+            continue
+        if "default" not in prop:
+            error(f"{doc}: the table gives {path} the default {text}, but the schema has none")
+        elif value != prop["default"]:
+            error(f"{doc}: the table gives {path} the default {text}, but the schema's is {prop['default']!r}")
+    for path in sorted(set(leaves) - seen):
+        error(f"{doc}: setting {path} is missing from the settings table")
+
+
+def check_prose_defaults(doc, text, leaves):
+    """`setting` (default `x`) anywhere in prose agrees with the schema."""
+    for path, value in re.findall(r"`([A-Za-z][A-Za-z.]*)`[^`\n(]{0,40}\((?:default|по умолчанию) `([^`]*)`", text):
+        if path in leaves and "default" in leaves[path]:
+            try:
+                parsed = yaml.safe_load(value)
+            except yaml.YAMLError:
+                parsed = value
+            if parsed != leaves[path]["default"]:
+                error(f"{doc}: says {path} defaults to {value}, but the schema's default is {leaves[path]['default']!r}")
+
+
+def repo_doc_facts():
+    """What the docs checks compare: the docs' texts and the code and schema they restate."""
+    def read(rel):
+        return open(os.path.join(ROOT, rel), encoding="utf-8").read()
+
+    docs = {}
+    for base in DOC_PAIRS:
+        for suffix in (".md", ".ru.md"):
+            rel = f"docs/{base}{suffix}"
+            if os.path.exists(os.path.join(ROOT, rel)):
+                docs[rel] = read(rel)
+    controller = {}
+    for dirpath, _, files in os.walk(os.path.join(ROOT, "crates/controller/src")):
+        for f in files:
+            if f.endswith(".rs"):
+                p = os.path.join(dirpath, f)
+                controller[os.path.relpath(p, ROOT)] = open(p, encoding="utf-8").read()
+    return {
+        "docs": docs,
+        "reasons": rust_reasons(read("crates/api/src/conditions.rs")),
+        "controller": controller,
+        "validate": read("crates/webhook/src/validate.rs"),
+        "schema": load_yaml(os.path.join(ROOT, "openapi/config-values.yaml")),
+    }
+
+
+def check_docs(facts):
+    reasons = facts["reasons"]
+    if not reasons:
+        error("crates/api/src/conditions.rs: no `pub mod reason` constants found")
+    used, true = reasons_set(facts["controller"])
+    denials = webhook_denials(facts["validate"])
+    if not denials:
+        error("crates/webhook/src/validate.rs: no denial reasons found")
+    leaves = settings_leaves(facts["schema"])
+    for doc, text in sorted(facts["docs"].items()):
+        if "/USAGE" in doc:
+            check_reason_table(doc, marked_table(text, "ready-reasons"), reasons, used, true)
+            check_admission_table(doc, marked_table(text, "admission-reasons"), denials)
+        if "/CONFIGURATION" in doc:
+            check_defaults_table(doc, marked_table(text, "settings-defaults"), leaves)
+        check_prose_defaults(doc, text, leaves)
 
 
 # ---------------------------------------------------------------- rendered manifests
@@ -597,8 +817,12 @@ def main(argv):
     if cmd == "values":
         with open(argv[2], encoding="utf-8") as f:
             settings = yaml.safe_load(f) or {}
+        internal = None
+        if len(argv) > 4:
+            with open(argv[4], encoding="utf-8") as f:
+                internal = {**FAKE_INTERNAL, **json.load(f)}
         try:
-            values = module_values(settings)
+            values = module_values(settings, internal)
         except ValueError as e:
             print(f"error: {e}")
             return 1

@@ -14,8 +14,8 @@
 # limitations under the License.
 """Self-test of hack/lint/module_lint.py: the checks must catch what they claim to catch, or a green
 module lint means nothing. Mutates one rendered manifest at a time, and the repository facts the
-static checks compare (werf images, chart image names, oss.yaml, Cargo.lock), and expects a
-specific error each time.
+static checks compare (werf images, chart image names, oss.yaml, Cargo.lock, the docs' reason and
+settings tables against the code and the schema), and expects a specific error each time.
 Run: python3 hack/lint/test_module_lint.py RENDERED.yaml  (a render of the chart with defaults)."""
 
 import copy
@@ -109,7 +109,68 @@ def static_mutations():
     def project(projects, pid):
         return next(p for p in projects if p["id"] == pid)
 
+    def docs(change):
+        def run():
+            facts = module_lint.repo_doc_facts()
+            change(facts)
+            module_lint.check_docs(facts)
+        return run
+
+    def edit(facts, doc, old, new):
+        text = facts["docs"][doc]
+        if old not in text:
+            raise AssertionError(f"{doc} no longer contains {old!r}; update the self-test")
+        facts["docs"][doc] = text.replace(old, new, 1)
+
+    def add_reason(facts):
+        facts["reasons"]["SNAPSHOT_LOST"] = "SnapshotLost"
+        facts["controller"]["crates/controller/src/x.rs"] = "fn f() { reason::SNAPSHOT_LOST }"
+
+    def unset_reason(facts):
+        facts["controller"] = {p: rs.replace("reason::LIMIT_REACHED", "reason::PENDING")
+                               for p, rs in facts["controller"].items()}
+
+    def schema_default(path, value):
+        def change(facts):
+            node = facts["schema"]
+            for part in path.split("."):
+                node = node["properties"][part]
+            node["default"] = value
+        return change
+
+    usage, usage_ru = "docs/USAGE.md", "docs/USAGE.ru.md"
+    conf, conf_ru = "docs/CONFIGURATION.md", "docs/CONFIGURATION.ru.md"
     return [
+        ("a Ready reason the docs do not list", docs(add_reason), "SnapshotLost (crates/api/src/conditions.rs) is missing"),
+        ("a Ready reason dropped from the Russian table",
+         docs(lambda f: edit(f, usage_ru, "| `Terminating` | False |", "| `Terminated` | False |")),
+         "USAGE.ru.md: Ready reason Terminating"),
+        ("a documented reason the code lacks",
+         docs(lambda f: edit(f, usage, "| `Terminating` | False |", "| `Terminating` | False | x |\n| `Paused` | False |")),
+         "lists Paused, which crates/api/src/conditions.rs does not define"),
+        ("a wrong Ready value", docs(lambda f: edit(f, usage, "| `ServerReady` | True |", "| `ServerReady` | False |")),
+         "the controller sets True"),
+        ("a reason the controller never sets", docs(unset_reason), "LimitReached is never set by crates/controller"),
+        ("a webhook denial the docs do not list",
+         docs(lambda f: f.update(validate='fn g() { deny("TooManyExports", "x", vec![]) }\n' + f["validate"])),
+         "denies with reason TooManyExports, which the admission error table lacks"),
+        ("a documented denial the webhook never gives",
+         docs(lambda f: edit(f, usage, "| `NoObject` |", "| `NoObjectGiven` |")),
+         "lists NoObjectGiven, which crates/webhook/src/validate.rs never denies with"),
+        ("a default that differs from the schema", docs(schema_default("maxTTL", "12h")),
+         "gives maxTTL the default 24h, but the schema's is '12h'"),
+        ("an object default that differs from the schema",
+         docs(schema_default("exporter.resources", {"requests": {"cpu": "50m", "memory": "64Mi"}})),
+         "gives exporter.resources the default"),
+        ("a setting missing from the Russian table",
+         docs(lambda f: edit(f, conf_ru, "| `ingressClass` | `\"\"` |", "| `ingressClasses` | `\"\"` |")),
+         "CONFIGURATION.ru.md: setting ingressClass is missing from the settings table"),
+        ("a default given where the schema has none",
+         docs(lambda f: edit(f, conf, "| `https.mode` | — |", "| `https.mode` | `CertManager` |")),
+         "but the schema has none"),
+        ("a prose default that differs from the schema",
+         docs(lambda f: edit(f, usage, "`maxConcurrentExports` (default `0`", "`maxConcurrentExports` (default `10`")),
+         "says maxConcurrentExports defaults to 10"),
         ("chart image without a final werf image",
          images(lambda b, u: b.update(exporter=("exporter", False))), "gets no digest"),
         ("chart image with no werf file", images(lambda b, u: b.pop("exporter")), "gets no digest"),
@@ -131,6 +192,7 @@ def main():
     built, used, projects, locked, rust = repo_facts()
     module_lint.check_images(built, used)
     module_lint.check_oss(projects, locked, rust)
+    module_lint.check_docs(module_lint.repo_doc_facts())
     if module_lint.errors:
         print(f"FAIL: the repository's own facts have errors: {module_lint.errors}")
         failed += 1

@@ -47,6 +47,10 @@ pub struct Args {
     /// cert-manager ClusterIssuer for the public host (used when no TLS secret is given).
     #[arg(long, env = "SVDM_INGRESS_CLUSTER_ISSUER", default_value = "")]
     pub ingress_cluster_issuer: String,
+    /// Why published exports cannot get an Ingress although a public host is set (the chart
+    /// passes the custom certificate hook's finding); empty = publishing works.
+    #[arg(long, env = "SVDM_PUBLISH_UNAVAILABLE", default_value = "")]
+    pub publish_unavailable: String,
     /// StorageClass for snapshot restores whose source PVC no longer exists.
     #[arg(long, env = "SVDM_SNAPSHOT_STORAGE_CLASS", default_value = "")]
     pub snapshot_storage_class: String,
@@ -118,6 +122,7 @@ pub struct Settings {
     pub ingress_class: String,
     pub ingress_tls_secret: Option<String>,
     pub ingress_cluster_issuer: Option<String>,
+    pub publish_unavailable: Option<String>,
     pub snapshot_storage_class: Option<String>,
     pub cluster_domain: String,
     pub exporter_resources: Option<ResourceRequirements>,
@@ -168,6 +173,7 @@ impl Settings {
             ingress_class: a.ingress_class.trim().to_owned(),
             ingress_tls_secret: non_empty(&a.ingress_tls_secret),
             ingress_cluster_issuer: non_empty(&a.ingress_cluster_issuer),
+            publish_unavailable: non_empty(&a.publish_unavailable),
             snapshot_storage_class: non_empty(&a.snapshot_storage_class),
             cluster_domain: a.cluster_domain.trim().trim_matches('.').to_owned(),
             exporter_resources: resources,

@@ -299,6 +299,9 @@ async fn ensure_ingress(
         }
         return Ok(Publish::Off);
     }
+    if let Some(message) = objects::publish_unavailable(&ctx.settings) {
+        return Ok(Publish::Failed(message));
+    }
     let Some(desired) = objects::ingress(owner, name, &ctx.settings) else {
         return Ok(Publish::Failed(
             "spec.publish is true, but this cluster publishes no exports: the module's \

@@ -445,6 +445,17 @@ pub fn exporter_pod(
     }
 }
 
+/// Why a published export gets no Ingress although a public host is configured (the custom
+/// certificate cannot be used), as its `PublishFailed` message; `None` when nothing is in the way.
+pub fn publish_unavailable(s: &Settings) -> Option<String> {
+    let why = s.publish_unavailable.as_deref()?;
+    s.publish_host.as_ref()?;
+    Some(format!(
+        "spec.publish is true, but this cluster cannot publish exports now: {why}. The in-cluster \
+         status.url works; the platform team fixes the module's https settings"
+    ))
+}
+
 /// The Ingress of a published export, or `None` when publishing is not configured.
 pub fn ingress(owner: &Owner, name: &str, s: &Settings) -> Option<Ingress> {
     let host = s.publish_host.clone()?;

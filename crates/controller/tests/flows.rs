@@ -102,12 +102,32 @@ async fn publish_flips_and_a_deleted_exporter_pod_is_recreated() {
 /// in-cluster URL works meanwhile, and turning publishing off makes it Ready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_without_a_public_host_says_why_and_serves_in_the_cluster() {
+    publish_refused(&[], "publicHost").await;
+}
+
+/// The same when a public host is set but the custom certificate hook could not copy its Secret
+/// (the chart passes that as --publish-unavailable): the message names the Secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_without_a_usable_certificate_says_why_and_serves_in_the_cluster() {
+    publish_refused(
+        &[
+            "--publish-host",
+            "data-exporter.example.com",
+            "--publish-unavailable",
+            "the custom certificate Secret d8-system/missing-tls (type kubernetes.io/tls) was not found",
+        ],
+        "d8-system/missing-tls",
+    )
+    .await;
+}
+
+async fn publish_refused(controller_args: &[&str], says: &str) {
     let Some(kc) = kubeconfig() else { return };
     let client = client(&kc).await;
     prepare_cluster(&client).await;
     let ns = create_namespace(&client, "svdm-flow").await;
     let id = ns.clone();
-    let ctl = start_controller(&kc, &id, None, &[]);
+    let ctl = start_controller(&kc, &id, None, controller_args);
     let (pv, uid) = make_bound_pvc(&client, &ns, "Filesystem").await;
     let des: Api<DataExport> = Api::namespaced(client.clone(), &ns);
     let de: DataExport = serde_json::from_value(json!({
@@ -124,10 +144,7 @@ async fn publish_without_a_public_host_says_why_and_serves_in_the_cluster() {
         (c.status == "False" && c.reason == "PublishFailed").then(|| (c.message.clone(), st.url))
     })
     .await;
-    assert!(
-        message.contains("publicHost"),
-        "says what to set: {message}"
-    );
+    assert!(message.contains(says), "says what to set: {message}");
     assert!(
         url.is_some_and(|u| u.starts_with("https://")),
         "the in-cluster URL is there"

@@ -146,6 +146,13 @@ impl Output {
         );
     }
 
+    /// Drops every value of a metric group (sending a group's metrics expires its earlier values,
+    /// so this is only needed when nothing of the group is sent).
+    pub fn expire_group(&mut self, group: &str) {
+        self.metrics
+            .push(json!({"group": group, "action": "expire"}));
+    }
+
     /// Appends an object-patch operation (`Delete`, `JSONPatch`, `MergePatch`, ...).
     pub fn kube(&mut self, operation: Value) {
         self.kube_operations.push(operation);

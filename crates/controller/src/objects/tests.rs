@@ -220,6 +220,22 @@ fn ingress_streams_big_downloads() {
 }
 
 #[test]
+fn a_certificate_problem_refuses_publishing_with_its_cause() {
+    let mut s = settings();
+    assert_eq!(publish_unavailable(&s), None);
+    s.publish_unavailable = Some(
+        "the custom certificate Secret d8-system/data-exporter-tls (type kubernetes.io/tls) was not found"
+            .into(),
+    );
+    let message = publish_unavailable(&s).expect("refused");
+    assert!(message.contains("d8-system/data-exporter-tls"), "{message}");
+    assert!(message.contains("status.url works"), "{message}");
+    // Without a public host the missing host is the problem to report (ensure_ingress says so).
+    s.publish_host = None;
+    assert_eq!(publish_unavailable(&s), None);
+}
+
+#[test]
 fn snapshot_copies_are_retained_and_bound_to_each_other() {
     let c = snapshot_content_copy(
         &owner(),
