@@ -1,13 +1,14 @@
 //! Everything a reconcile pass needs besides the object: the client, settings, Event recorder
 //! and metrics.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Resource, ResourceExt};
 use svdm_api::DataExport;
 
+use crate::cache::Caches;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 
@@ -16,6 +17,8 @@ pub struct Context {
     pub settings: Settings,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// Set once this replica leads and its stores are synced; until then every read is live.
+    caches: OnceLock<Caches>,
 }
 
 /// Name under which the controller writes (field manager) and reports Events.
@@ -32,7 +35,18 @@ impl Context {
             client,
             settings,
             metrics,
+            caches: OnceLock::new(),
         }
+    }
+
+    /// The stores, once synced (see [`crate::cache`]).
+    pub fn caches(&self) -> Option<&Caches> {
+        self.caches.get()
+    }
+
+    /// Hands the synced stores to every later pass (the first call wins).
+    pub fn set_caches(&self, caches: Caches) {
+        let _ = self.caches.set(caches);
     }
 
     /// Publishes an Event on a DataExport; failures are logged, never fatal.

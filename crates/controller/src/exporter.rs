@@ -13,6 +13,9 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use svdm_api::{VolumeMode, names};
 use svdm_pki::{CertPair, LeafSpec, Usage};
 
+use std::sync::Arc;
+
+use crate::cache::{self, Read};
 use crate::context::{Context, MANAGER};
 use crate::error::{Error, Result};
 use crate::kubeio;
@@ -174,7 +177,10 @@ pub async fn ensure(
 
     // TLS Secret, (re)issued when missing, expiring, for other names or from another CA.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let existing = secrets.get_opt(&name).await?;
+    let caches = ctx.caches();
+    let existing = cache::get(&client, caches.map(|c| &c.secrets), Read::Cache, ns, &name)
+        .await?
+        .map(Arc::unwrap_or_clone);
     let dns = objects::service_dns_names(&name, &ctx.settings.cluster_domain);
     if needs_new_leaf(existing.as_ref(), &ca.cert_pem, &dns, SystemTime::now()) {
         let leaf = svdm_pki::issue(
@@ -212,13 +218,17 @@ pub async fn ensure(
     }
 
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
-    if services.get_metadata_opt(&name).await?.is_none() {
+    if cache::get(&client, caches.map(|c| &c.services), Read::Cache, ns, &name)
+        .await?
+        .is_none()
+    {
         kubeio::create_opt(&services, &objects::service(owner, &name)).await?;
     }
 
     let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
-    let lease = match leases.get_opt(&name).await? {
-        Some(l) => l,
+    let lease = match cache::get(&client, caches.map(|c| &c.leases), Read::Cache, ns, &name).await?
+    {
+        Some(l) => Arc::unwrap_or_clone(l),
         None => {
             let l = objects::lease(owner, &name, Timestamp::now());
             kubeio::create_opt(&leases, &l).await?;
@@ -234,39 +244,55 @@ pub async fn ensure(
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let mut created = false;
     let mut pod_uid = None;
-    let (ready, problem) = match pods.get_opt(&name).await? {
-        None => {
-            let pod = objects::exporter_pod(owner, &name, pvc, mode, &ctx.settings);
-            kubeio::create_opt(&pods, &pod).await?;
-            created = true;
-            (false, None)
-        }
-        Some(p) => {
-            pod_uid = p.uid();
-            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-            if p.metadata.deletion_timestamp.is_none()
-                && matches!(phase, Some("Failed") | Some("Succeeded"))
-            {
-                // restartPolicy Always makes this rare (eviction, node loss): start a new one.
-                kubeio::delete_opt(&pods, &name).await?;
+    let (ready, problem) =
+        match cache::get(&client, caches.map(|c| &c.pods), Read::Cache, ns, &name)
+            .await?
+            .map(Arc::unwrap_or_clone)
+        {
+            None => {
+                let pod = objects::exporter_pod(owner, &name, pvc, mode, &ctx.settings);
+                kubeio::create_opt(&pods, &pod).await?;
+                created = true;
+                (false, None)
             }
-            let mut ready = pod_ready(&p);
-            let mut problem = pod_problem(&p);
-            // The node lifecycle controller marks a lost node's pods not ready; only then is the
-            // Node worth a look (one GET), and a lost node explains more than the pod does.
-            let mut view = pod_view(&p);
-            if (!ready || view.deleting)
-                && let Some(node) = view.node.clone()
-            {
-                view.node_state = Some(node_state(ctx, &node).await?);
-                if let Some(m) = node_loss::serving_problem(&view) {
-                    ready = false;
-                    problem = Some(m);
+            Some(p) => {
+                pod_uid = p.uid();
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                if p.metadata.deletion_timestamp.is_none()
+                    && matches!(phase, Some("Failed") | Some("Succeeded"))
+                {
+                    // restartPolicy Always makes this rare (eviction, node loss): start a new one.
+                    // The uid precondition keeps a newer pod of the name (a stale read) alive.
+                    let dp = DeleteParams {
+                        preconditions: Some(Preconditions {
+                            uid: p.uid(),
+                            resource_version: None,
+                        }),
+                        ..Default::default()
+                    };
+                    match pods.delete(&name, &dp).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                        Err(e) => return Err(e.into()),
+                    }
                 }
+                let mut ready = pod_ready(&p);
+                let mut problem = pod_problem(&p);
+                // The node lifecycle controller marks a lost node's pods not ready; only then is the
+                // Node worth a look (one GET), and a lost node explains more than the pod does.
+                let mut view = pod_view(&p);
+                if (!ready || view.deleting)
+                    && let Some(node) = view.node.clone()
+                {
+                    view.node_state = Some(node_state(ctx, &node).await?);
+                    if let Some(m) = node_loss::serving_problem(&view) {
+                        ready = false;
+                        problem = Some(m);
+                    }
+                }
+                (ready, problem)
             }
-            (ready, problem)
-        }
-    };
+        };
 
     let publish = ensure_ingress(ctx, owner, &name, publish).await?;
 
@@ -282,6 +308,18 @@ pub async fn ensure(
     })
 }
 
+/// The exporter's last activity as the API server has it now (the store may lag behind a
+/// renewal by a moment: asked before an export is ended).
+pub async fn last_access_live(ctx: &Context, uid: &str) -> Result<Option<Timestamp>> {
+    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), names::MODULE_NAMESPACE);
+    Ok(leases
+        .get_opt(&objects::object_name(uid))
+        .await?
+        .and_then(|l| l.spec)
+        .and_then(|s| s.renew_time)
+        .map(|t| t.0))
+}
+
 /// The Ingress of a published export: made to match the settings, or deleted when publishing is
 /// off. An API error on the Ingress itself (a rejected object, a denying admission webhook of the
 /// ingress controller) does not fail the pass: the in-cluster URL still works, and the status says
@@ -294,7 +332,15 @@ async fn ensure_ingress(
 ) -> Result<Publish> {
     let ingresses: Api<Ingress> = Api::namespaced(ctx.client.clone(), names::MODULE_NAMESPACE);
     if !publish {
-        if ingresses.get_metadata_opt(name).await?.is_some() {
+        let cached = cache::get(
+            &ctx.client,
+            ctx.caches().map(|c| &c.ingresses),
+            Read::Cache,
+            names::MODULE_NAMESPACE,
+            name,
+        )
+        .await?;
+        if cached.is_some() {
             kubeio::delete_opt(&ingresses, name).await?;
         }
         return Ok(Publish::Off);
@@ -311,7 +357,14 @@ async fn ensure_ingress(
                 .into(),
         ));
     };
-    let current = ingresses.get_opt(name).await?;
+    let current = cache::get(
+        &ctx.client,
+        ctx.caches().map(|c| &c.ingresses),
+        Read::Cache,
+        names::MODULE_NAMESPACE,
+        name,
+    )
+    .await?;
     let drift = current.as_ref().is_none_or(|c| {
         c.spec != desired.spec
             || desired
@@ -384,12 +437,12 @@ fn pod_view(p: &Pod) -> ExporterPod {
 /// Whether any exporter object of this export still exists (a pod already being deleted does
 /// not count: its deletion is under way), and the exporter pod itself, with its node's state
 /// when it is terminating (what a return decides on).
-pub async fn observe(ctx: &Context, uid: &str) -> Result<(bool, Option<ExporterPod>)> {
-    let c = ctx.client.clone();
+pub async fn observe(ctx: &Context, uid: &str, read: Read) -> Result<(bool, Option<ExporterPod>)> {
+    let c = &ctx.client;
+    let caches = ctx.caches();
     let ns = names::MODULE_NAMESPACE;
     let name = objects::object_name(uid);
-    let mut pod = Api::<Pod>::namespaced(c.clone(), ns)
-        .get_opt(&name)
+    let mut pod = cache::get(c, caches.map(|c| &c.pods), read, ns, &name)
         .await?
         .map(|p| pod_view(&p));
     if let Some(p) = pod.as_mut()
@@ -400,10 +453,18 @@ pub async fn observe(ctx: &Context, uid: &str) -> Result<(bool, Option<ExporterP
     }
     let pod_live = pod.as_ref().is_some_and(|p| !p.deleting);
     let any = pod_live
-        || kubeio::exists(&Api::<Service>::namespaced(c.clone(), ns), &name).await?
-        || kubeio::exists(&Api::<Secret>::namespaced(c.clone(), ns), &name).await?
-        || kubeio::exists(&Api::<Lease>::namespaced(c.clone(), ns), &name).await?
-        || kubeio::exists(&Api::<Ingress>::namespaced(c, ns), &name).await?;
+        || cache::get(c, caches.map(|c| &c.services), read, ns, &name)
+            .await?
+            .is_some()
+        || cache::get(c, caches.map(|c| &c.secrets), read, ns, &name)
+            .await?
+            .is_some()
+        || cache::get(c, caches.map(|c| &c.leases), read, ns, &name)
+            .await?
+            .is_some()
+        || cache::get(c, caches.map(|c| &c.ingresses), read, ns, &name)
+            .await?
+            .is_some();
     Ok((any, pod))
 }
 

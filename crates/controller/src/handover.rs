@@ -1,4 +1,5 @@
-//! The PV handover and return of DESIGN §3.1 as a pure state machine.
+//! The PV handover and return (docs/development/ARCHITECTURE.md, "Taking a PV and giving it back")
+//! as a pure state machine.
 //!
 //! [`next_step`] looks only at what is observable in the cluster (annotations and labels on the
 //! PV and the user PVC, the PV's `claimRef` and reclaim policy, the existence of the export PVC
@@ -333,6 +334,17 @@ fn export_step(o: &Observed) -> Step {
         return precondition_step(o, user);
     }
 
+    // The user PVC names us, but that annotation is the user's to write: until our record is on
+    // the PV (or the export PVC exists) the handover has not started, whatever the PVC says, so
+    // the checks before it still apply.
+    if !pv_ours
+        && o.export_pvc.is_none()
+        && !user.deleting
+        && let Some(stop) = start_checks(o, user)
+    {
+        return stop;
+    }
+
     // From here the user PVC is ours: we are committed to the handover until told to return.
     if user.deleting {
         // The user wants the PVC gone; the caller turns this into a return.
@@ -448,6 +460,17 @@ fn precondition_step(o: &Observed, user: &UserPvc) -> Step {
     if user.deleting {
         return blocked(reason::TARGET_NOT_FOUND, "PVC is being deleted");
     }
+    start_step(o, user)
+}
+
+/// The checks before a handover starts: the step that stops it, or `None` when it may start.
+fn start_checks(o: &Observed, user: &UserPvc) -> Option<Step> {
+    Some(start_step(o, user)).filter(|s| *s != Step::ProtectUserPvc)
+}
+
+/// The first step of a handover: blocked by the first check that fails, else
+/// [`Step::ProtectUserPvc`].
+fn start_step(o: &Observed, user: &UserPvc) -> Step {
     if user.phase.as_deref() != Some("Bound") {
         return blocked(
             reason::TARGET_NOT_READY,

@@ -9,6 +9,9 @@ use serde_json::{Value, json};
 use svdm_api::conditions::reason;
 use svdm_api::{VolumeMode, names};
 
+use std::sync::Arc;
+
+use crate::cache::{self, Read};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::exporter;
@@ -109,25 +112,36 @@ fn pod_uses_claim(p: &Pod, claim: &str) -> bool {
 }
 
 /// Reads everything [`handover::next_step`] needs. `user` is the user PVC's namespace and name,
-/// when known.
+/// when known. From the stores (`Read::Cache`) the checks that only matter before the handover
+/// starts (pods using the claim, attachments, the export limit) are left out: a decision to start
+/// is a write, and [`drive`] takes writes only on a live observation.
 pub async fn observe(
     ctx: &Context,
     owner: &Owner,
     user: Option<(&str, &str)>,
     intent: Intent,
+    read: Read,
 ) -> Result<(Observed, Raw)> {
-    let client = ctx.client.clone();
+    let client = &ctx.client;
+    let caches = ctx.caches();
     let name = objects::object_name(&owner.uid);
-    let pvs: Api<PersistentVolume> = Api::all(client.clone());
     let mut user_obj = None;
     if let Some((ns, n)) = user {
-        let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-        user_obj = api.get_opt(n).await?;
+        user_obj = cache::get(client, caches.map(|c| &c.pvcs), read, ns, n).await?;
     }
     // Our record on a PV is found by label; otherwise follow the user PVC's volumeName.
-    let lp =
-        ListParams::default().labels(&format!("{}={}", names::LABEL_DATAEXPORT_UID, owner.uid));
-    let mut pv_obj = pvs.list(&lp).await?.items.into_iter().next();
+    let pvs = caches.map(|c| &c.pvs);
+    let mut pv_obj = cache::labelled(
+        client,
+        pvs,
+        read,
+        None,
+        names::LABEL_DATAEXPORT_UID,
+        &owner.uid,
+    )
+    .await?
+    .into_iter()
+    .next();
     if pv_obj.is_none()
         && let Some(vn) = user_obj
             .as_ref()
@@ -135,30 +149,41 @@ pub async fn observe(
             .and_then(|s| s.volume_name.clone())
             .filter(|v| !v.is_empty())
     {
-        pv_obj = pvs.get_opt(&vn).await?;
+        pv_obj = cache::get_cluster(client, pvs, read, &vn).await?;
     }
-    let export_api: Api<PersistentVolumeClaim> =
-        Api::namespaced(client.clone(), names::MODULE_NAMESPACE);
-    let export_pvc = export_api.get_opt(&name).await?.map(|p| ExportPvc {
+    let export_pvc = cache::get(
+        client,
+        caches.map(|c| &c.pvcs),
+        read,
+        names::MODULE_NAMESPACE,
+        &name,
+    )
+    .await?
+    .map(|p| ExportPvc {
         namespace: names::MODULE_NAMESPACE.to_owned(),
         name: p.name_any(),
         uid: p.uid().unwrap_or_default(),
         phase: p.status.as_ref().and_then(|s| s.phase.clone()),
         deleting: p.metadata.deletion_timestamp.is_some(),
     });
-    let user_pvc = user_obj.as_ref().map(|p| to_user(p, &owner.uid));
-    let pv = pv_obj.as_ref().map(to_pv);
+    let user_pvc = user_obj.as_deref().map(|p| to_user(p, &owner.uid));
+    let pv = pv_obj.as_deref().map(to_pv);
 
-    // Costly checks only where the decision needs them: before the handover starts.
+    // Costly checks only where the decision needs them: before the handover starts, which is
+    // told by what users cannot write (our record on the PV, the export PVC in the module
+    // namespace), never by the user PVC's annotations.
     let mut pods_using = Vec::new();
     let mut attached = Vec::new();
     let mut concurrency = Concurrency::default();
     let starting = intent == Intent::Export
-        && user_pvc.as_ref().is_some_and(|u| u.held_by.is_none())
+        && export_pvc.is_none()
         && pv
             .as_ref()
             .is_none_or(|p| p.owner_uid.as_deref() != Some(owner.uid.as_str()));
-    if starting && let Some(u) = &user_pvc {
+    if read == Read::Live
+        && starting
+        && let Some(u) = &user_pvc
+    {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &u.namespace);
         pods_using = pods
             .list(&ListParams::default())
@@ -185,10 +210,10 @@ pub async fn observe(
         }
         concurrency = concurrency_for(ctx, &owner.uid).await?;
     }
-    // Five GETs: only a return needs them. An export pass that turns out to need a return
+    // Only a return needs the exporter objects. An export pass that turns out to need a return
     // looks again (see `drive`).
     let (exporter_objects_exist, exporter_pod) = if intent == Intent::Return {
-        exporter::observe(ctx, &owner.uid).await?
+        exporter::observe(ctx, &owner.uid, read).await?
     } else {
         (false, None)
     };
@@ -208,8 +233,8 @@ pub async fn observe(
             concurrency,
         },
         Raw {
-            pv: pv_obj,
-            user_pvc: user_obj,
+            pv: pv_obj.map(Arc::unwrap_or_clone),
+            user_pvc: user_obj.map(Arc::unwrap_or_clone),
         },
     ))
 }
@@ -221,12 +246,15 @@ pub async fn concurrency_for(ctx: &Context, own_uid: &str) -> Result<Concurrency
     if max == 0 {
         return Ok(Concurrency::default());
     }
-    let api: Api<PersistentVolumeClaim> =
-        Api::namespaced(ctx.client.clone(), names::MODULE_NAMESPACE);
-    let pvcs = api
-        .list_metadata(&ListParams::default().labels(&format!("{}=true", names::LABEL_MANAGED)))
-        .await?
-        .items;
+    let pvcs = cache::labelled(
+        &ctx.client,
+        ctx.caches().map(|c| &c.pvcs),
+        Read::Live,
+        Some(names::MODULE_NAMESPACE),
+        names::LABEL_MANAGED,
+        "true",
+    )
+    .await?;
     let running = limits::count_running(
         pvcs.iter().map(|p| {
             p.labels()
@@ -394,33 +422,7 @@ pub async fn apply(
                 .user_pvc
                 .as_ref()
                 .ok_or_else(|| Error::InvalidObject("user PVC vanished".into()))?;
-            let fins: Vec<String> = u
-                .finalizers()
-                .iter()
-                .filter(|f| *f != names::FINALIZER_PVC_PROTECTION)
-                .cloned()
-                .collect();
-            let api: Api<PersistentVolumeClaim> =
-                Api::namespaced(client, &u.namespace().unwrap_or_default());
-            kubeio::merge(
-                &api,
-                &u.name_any(),
-                &json!({"metadata": {
-                    "resourceVersion": u.resource_version(),
-                    "finalizers": fins,
-                    "annotations": {
-                        names::ANN_OWNER_NAMESPACE: null,
-                        names::ANN_OWNER_NAME: null,
-                        names::ANN_OWNER_UID: null,
-                        names::ANN_BIND_REQUESTED: null,
-                    },
-                    "labels": {
-                        names::LABEL_MANAGED: null,
-                        names::LABEL_DATAEXPORT_UID: null,
-                    },
-                }}),
-            )
-            .await?;
+            unprotect(client, u).await?;
         }
         Step::ClearPvRecord => {
             let (pv, rv) = pv_rv(raw)?;
@@ -458,6 +460,39 @@ pub async fn apply(
     Ok(())
 }
 
+/// Removes our finalizer, owner annotations and labels from a user PVC (nothing else), guarded
+/// by the resourceVersion it was read at.
+pub async fn unprotect(client: kube::Client, u: &PersistentVolumeClaim) -> Result<()> {
+    let fins: Vec<String> = u
+        .finalizers()
+        .iter()
+        .filter(|f| *f != names::FINALIZER_PVC_PROTECTION)
+        .cloned()
+        .collect();
+    let api: Api<PersistentVolumeClaim> =
+        Api::namespaced(client, &u.namespace().unwrap_or_default());
+    kubeio::merge(
+        &api,
+        &u.name_any(),
+        &json!({"metadata": {
+            "resourceVersion": u.resource_version(),
+            "finalizers": fins,
+            "annotations": {
+                names::ANN_OWNER_NAMESPACE: null,
+                names::ANN_OWNER_NAME: null,
+                names::ANN_OWNER_UID: null,
+                names::ANN_BIND_REQUESTED: null,
+            },
+            "labels": {
+                names::LABEL_MANAGED: null,
+                names::LABEL_DATAEXPORT_UID: null,
+            },
+        }}),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Labels a PV whose record is inconsistent (never changing anything else on it).
 pub async fn mark_inconsistent(ctx: &Context, pv: &str) -> Result<()> {
     let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
@@ -477,13 +512,19 @@ pub async fn drive(
     user: Option<(&str, &str)>,
     intent: Intent,
 ) -> Result<Rest> {
+    // The stores first; a step that writes is decided again on a live observation.
+    let mut read = Read::Cache;
     for _ in 0..MAX_STEPS {
-        let (mut obs, raw) = observe(ctx, owner, user, intent).await?;
+        let (mut obs, raw) = observe(ctx, owner, user, intent, read).await?;
         let mut step = handover::next_step(&obs);
         if intent == Intent::Export && is_return_step(&step) {
             (obs.exporter_objects_exist, obs.exporter_pod) =
-                exporter::observe(ctx, &owner.uid).await?;
+                exporter::observe(ctx, &owner.uid, read).await?;
             step = handover::next_step(&obs);
+        }
+        if read == Read::Cache && (step.is_action() || matches!(step, Step::Inconsistent { .. })) {
+            read = Read::Live;
+            continue;
         }
         if let Some(pv) = &obs.pv
             && !matches!(step, Step::Inconsistent { .. })

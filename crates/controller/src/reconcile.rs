@@ -13,9 +13,11 @@ use serde_json::json;
 use svdm_api::conditions::reason;
 use svdm_api::{DataExport, DataExportStatus, Phase, TargetKind, names};
 
+use crate::cache::{self, Read};
 use crate::context::{Context, MANAGER};
+use crate::decide::{self, Limits, Plan, Route, ServePlan, Top, decide, decide_serving};
 use crate::error::{Error, Result, is_not_found};
-use crate::exporter::{self, Publish};
+use crate::exporter;
 use crate::handover::Intent;
 use crate::objects::{self, Owner};
 use crate::pvc_io::{self, Rest};
@@ -23,8 +25,6 @@ use crate::route;
 use crate::snapshot_io::{self, SnapRest};
 use crate::status::{self, Facts, Outcome};
 
-/// Longest time between two passes over a healthy export (lease mirroring, cert renewal).
-const RESYNC: Duration = Duration::from_secs(60);
 /// Retry interval while a precondition fails.
 const BLOCKED_RETRY: Duration = Duration::from_secs(10);
 /// Poll interval while waiting for the binder or a deletion.
@@ -262,6 +262,23 @@ async fn report_inconsistent(
     Ok(())
 }
 
+/// Whether the PVC an export targets is being deleted (from the store).
+async fn user_pvc_deleting(ctx: &Context, user_pvc: NsName<'_>) -> Result<bool> {
+    let Some((ns, n)) = user_pvc else {
+        return Ok(false);
+    };
+    Ok(cache::get(
+        &ctx.client,
+        ctx.caches().map(|c| &c.pvcs),
+        Read::Cache,
+        ns,
+        n,
+    )
+    .await?
+    .is_some_and(|p| p.metadata.deletion_timestamp.is_some()))
+}
+
+/// Carries out [`decide`]'s plan for one pass.
 async fn reconcile_export(de: &DataExport, ctx: &Context) -> Result<Action> {
     let owner = owner_of(de)?;
     let api: Api<DataExport> = Api::namespaced(ctx.client.clone(), &owner.namespace);
@@ -271,174 +288,157 @@ async fn reconcile_export(de: &DataExport, ctx: &Context) -> Result<Action> {
     if de.meta().deletion_timestamp.is_none() && phase.is_some() {
         ctx.metrics.set_phase(&owner.uid, phase);
     }
-
-    // Deleted: give everything back, then let the object go.
-    if de.meta().deletion_timestamp.is_some() {
-        if !has_finalizer(de) {
-            ctx.metrics.set_phase(&owner.uid, None);
-            return Ok(Action::await_change());
-        }
-        let first = phase != Some(Phase::Terminating);
-        if first {
-            write_status(ctx, &api, de, &Outcome::Terminating, &carried_facts(de)).await?;
-        }
-        let rest = return_all(ctx, &owner, user_pvc, source_vs).await?;
-        // A return held up by something the user must act on (a lost node) says so in the
-        // status; the change of reason also publishes one Event. Once the hold is gone the
-        // status says plainly that the return goes on.
-        let outcome = match &rest {
-            Rest::Blocked { reason, message } => Outcome::TerminatingBlocked {
-                reason,
-                message: format!("the DataExport is being deleted; {message}"),
-            },
-            _ => Outcome::Terminating,
-        };
-        // (`de` predates the write above: on the first pass a plain Terminating is already out.)
-        let already_out = first && outcome == Outcome::Terminating;
-        if !matches!(rest, Rest::Returned) && !already_out {
-            write_status(ctx, &api, de, &outcome, &carried_facts(de)).await?;
-        }
-        if let Some(action) = after_return(ctx, de, rest).await? {
-            return Ok(action);
-        }
-        set_finalizer(&api, de, false).await?;
-        ctx.metrics.set_phase(&owner.uid, None);
-        log::info!(
-            "{}/{}: deleted, everything returned",
-            owner.namespace,
-            owner.name
-        );
-        return Ok(Action::await_change());
-    }
-
-    // Expiring: the volume goes back first, then the finalizer, and only then do the expiry
-    // signals show: a client deletes and recreates an expired export at once, and that must find
-    // nothing in its way (docs/development/ARCHITECTURE.md, "Expiry").
-    if phase == Some(Phase::Expiring) {
-        let rest = return_all(ctx, &owner, user_pvc, source_vs).await?;
-        if let Some(action) = after_return(ctx, de, rest).await? {
-            return Ok(action);
-        }
-        if has_finalizer(de) {
-            set_finalizer(&api, de, false).await?;
-        }
-        write_status(ctx, &api, de, &Outcome::Expired, &carried_facts(de)).await?;
-        log::info!(
-            "{}/{}: expired, volume returned",
-            owner.namespace,
-            owner.name
-        );
-        return Ok(Action::requeue(Duration::from_millis(100)));
-    }
-
-    // Expired or failed for good: return (an Expired object of an earlier version may still hold
-    // its volume), drop the finalizer, and (expired) delete after retention.
-    if matches!(phase, Some(Phase::Expired))
-        || (phase == Some(Phase::Failed)
-            && de.status.as_ref().and_then(|s| s.observed_generation) == de.meta().generation)
-    {
-        let rest = return_all(ctx, &owner, user_pvc, source_vs).await?;
-        if let Some(action) = after_return(ctx, de, rest).await? {
-            return Ok(action);
-        }
-        if has_finalizer(de) {
-            set_finalizer(&api, de, false).await?;
-        }
-        if let Some(uid) = de.uid() {
-            ctx.metrics.set_phase(&uid, phase);
-        }
-        if let Some(at) = status::delete_at(de.status.as_ref(), ctx.settings.expired_retention) {
-            let now = Timestamp::now();
-            if now >= at {
-                let dp = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: Some(owner.uid.clone()),
-                        resource_version: None,
-                    }),
-                    ..Default::default()
-                };
-                match api.delete(&owner.name, &dp).await {
-                    Ok(_) => log::info!(
-                        "{}/{}: expired longer than the retention; deleted",
-                        owner.namespace,
-                        owner.name
-                    ),
-                    Err(e) if is_not_found(&e) => {}
-                    Err(e) => return Err(e.into()),
-                }
-                return Ok(Action::await_change());
-            }
-            return Ok(Action::requeue(
-                status::until(now, at).max(Duration::from_secs(1)),
-            ));
-        }
-        return Ok(Action::await_change());
-    }
-
-    if !has_finalizer(de) {
-        set_finalizer(&api, de, true).await?;
-        return Ok(Action::requeue(Duration::from_millis(100)));
-    }
-
-    let mut facts = carried_facts(de);
-    let ttl = match status::effective_ttl(
-        de.spec.ttl.as_deref(),
-        ctx.settings.default_ttl,
-        ctx.settings.max_ttl,
-    ) {
-        Ok(t) => t,
-        Err(e) => {
-            let outcome = Outcome::Failed {
-                reason: reason::VALIDATION_FAILED,
-                message: e.to_string(),
-            };
-            write_status(ctx, &api, de, &outcome, &facts).await?;
-            return Ok(Action::requeue(Duration::from_millis(100)));
-        }
+    let top = Top {
+        user_pvc_deleting: de.meta().deletion_timestamp.is_none()
+            && de.spec.target_ref.kind == TargetKind::PersistentVolumeClaim
+            && user_pvc_deleting(ctx, user_pvc).await?,
     };
-    facts.effective_ttl = Some(ttl);
+    let limits = Limits {
+        default_ttl: ctx.settings.default_ttl,
+        max_ttl: ctx.settings.max_ttl,
+        expired_retention: ctx.settings.expired_retention,
+    };
+    match decide(de, &top, &limits) {
+        Plan::Forget => {
+            ctx.metrics.set_phase(&owner.uid, None);
+            Ok(Action::await_change())
+        }
+        Plan::Release { show_terminating } => {
+            if show_terminating {
+                write_status(ctx, &api, de, &Outcome::Terminating, &carried_facts(de)).await?;
+            }
+            let rest = return_all(ctx, &owner, user_pvc, source_vs).await?;
+            // A return held up by something the user must act on (a lost node) says so in the
+            // status; the change of reason also publishes one Event. Once the hold is gone the
+            // status says plainly that the return goes on.
+            let outcome = match &rest {
+                Rest::Blocked { reason, message } => Outcome::TerminatingBlocked {
+                    reason,
+                    message: format!("the DataExport is being deleted; {message}"),
+                },
+                _ => Outcome::Terminating,
+            };
+            // (`de` predates the write above: on the first pass a plain Terminating is out.)
+            let already_out = show_terminating && outcome == Outcome::Terminating;
+            if !matches!(rest, Rest::Returned) && !already_out {
+                write_status(ctx, &api, de, &outcome, &carried_facts(de)).await?;
+            }
+            if let Some(action) = after_return(ctx, de, rest).await? {
+                return Ok(action);
+            }
+            set_finalizer(&api, de, false).await?;
+            ctx.metrics.set_phase(&owner.uid, None);
+            log::info!(
+                "{}/{}: deleted, everything returned",
+                owner.namespace,
+                owner.name
+            );
+            Ok(Action::await_change())
+        }
+        Plan::FinishExpiry => {
+            let rest = return_all(ctx, &owner, user_pvc, source_vs).await?;
+            if let Some(action) = after_return(ctx, de, rest).await? {
+                return Ok(action);
+            }
+            if has_finalizer(de) {
+                set_finalizer(&api, de, false).await?;
+            }
+            write_status(ctx, &api, de, &Outcome::Expired, &carried_facts(de)).await?;
+            log::info!(
+                "{}/{}: expired, volume returned",
+                owner.namespace,
+                owner.name
+            );
+            Ok(Action::requeue(Duration::from_millis(100)))
+        }
+        Plan::Settle { delete_at } => {
+            // An Expired object of an earlier version may still hold its volume.
+            let rest = return_all(ctx, &owner, user_pvc, source_vs).await?;
+            if let Some(action) = after_return(ctx, de, rest).await? {
+                return Ok(action);
+            }
+            if has_finalizer(de) {
+                set_finalizer(&api, de, false).await?;
+            }
+            ctx.metrics.set_phase(&owner.uid, phase);
+            let Some(at) = delete_at else {
+                return Ok(Action::await_change());
+            };
+            let now = Timestamp::now();
+            if now < at {
+                return Ok(Action::requeue(
+                    status::until(now, at).max(Duration::from_secs(1)),
+                ));
+            }
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: Some(owner.uid.clone()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match api.delete(&owner.name, &dp).await {
+                Ok(_) => log::info!(
+                    "{}/{}: expired longer than the retention; deleted",
+                    owner.namespace,
+                    owner.name
+                ),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+            Ok(Action::await_change())
+        }
+        Plan::AddFinalizer => {
+            set_finalizer(&api, de, true).await?;
+            Ok(Action::requeue(Duration::from_millis(100)))
+        }
+        Plan::Fail { reason, message } => {
+            let outcome = Outcome::Failed { reason, message };
+            write_status(ctx, &api, de, &outcome, &carried_facts(de)).await?;
+            Ok(Action::requeue(Duration::from_millis(100)))
+        }
+        Plan::ReturnForDeletedPvc => {
+            let rest = return_all(ctx, &owner, user_pvc, None).await?;
+            if let Some(action) = after_return(ctx, de, rest).await? {
+                return Ok(action);
+            }
+            let outcome = Outcome::Failed {
+                reason: reason::TARGET_NOT_FOUND,
+                message: "the PVC was deleted during the export; its volume was returned".into(),
+            };
+            write_status(ctx, &api, de, &outcome, &carried_facts(de)).await?;
+            Ok(Action::requeue(Duration::from_millis(100)))
+        }
+        Plan::Export { ttl } => export(ctx, &api, de, &owner, user_pvc, source_vs, ttl).await,
+    }
+}
 
+/// The handover (or snapshot restore), then serving.
+async fn export(
+    ctx: &Context,
+    api: &Api<DataExport>,
+    de: &DataExport,
+    owner: &Owner,
+    user_pvc: NsName<'_>,
+    source_vs: NsName<'_>,
+    ttl: Duration,
+) -> Result<Action> {
+    let mut facts = carried_facts(de);
+    facts.effective_ttl = Some(ttl);
     let rest = match de.spec.target_ref.kind {
         TargetKind::PersistentVolumeClaim => {
-            let user_deleting = match user_pvc {
-                Some((ns, n)) => {
-                    let a: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
-                        Api::namespaced(ctx.client.clone(), ns);
-                    a.get_metadata_opt(n)
-                        .await?
-                        .is_some_and(|p| p.metadata.deletion_timestamp.is_some())
-                }
-                None => false,
-            };
-            if user_deleting {
-                // The user deletes the PVC: end the export and give the PV back so the deletion
-                // can finish.
-                let rest = return_all(ctx, &owner, user_pvc, None).await?;
-                if let Some(action) = after_return(ctx, de, rest).await? {
-                    return Ok(action);
-                }
-                let outcome = Outcome::Failed {
-                    reason: reason::TARGET_NOT_FOUND,
-                    message: "the PVC was deleted during the export; its volume was returned"
-                        .into(),
-                };
-                write_status(ctx, &api, de, &outcome, &facts).await?;
+            pvc_io::drive(ctx, owner, user_pvc, Intent::Export).await?
+        }
+        TargetKind::VolumeSnapshot => match snapshot_io::drive(ctx, owner, source_vs, false).await?
+        {
+            SnapRest::Rest(r) => r,
+            SnapRest::Failed { reason, message } => {
+                let outcome = Outcome::Failed { reason, message };
+                write_status(ctx, api, de, &outcome, &facts).await?;
                 return Ok(Action::requeue(Duration::from_millis(100)));
             }
-            pvc_io::drive(ctx, &owner, user_pvc, Intent::Export).await?
-        }
-        TargetKind::VolumeSnapshot => {
-            match snapshot_io::drive(ctx, &owner, source_vs, false).await? {
-                SnapRest::Rest(r) => r,
-                SnapRest::Failed { reason, message } => {
-                    let outcome = Outcome::Failed { reason, message };
-                    write_status(ctx, &api, de, &outcome, &facts).await?;
-                    return Ok(Action::requeue(Duration::from_millis(100)));
-                }
-            }
-        }
+        },
     };
-
     match rest {
         Rest::Blocked { reason, message } => {
             let retry = if reason == svdm_api::conditions::reason::LIMIT_REACHED {
@@ -446,7 +446,7 @@ async fn reconcile_export(de: &DataExport, ctx: &Context) -> Result<Action> {
             } else {
                 BLOCKED_RETRY
             };
-            write_status(ctx, &api, de, &Outcome::Pending { reason, message }, &facts).await?;
+            write_status(ctx, api, de, &Outcome::Pending { reason, message }, &facts).await?;
             Ok(Action::requeue(retry))
         }
         Rest::Inconsistent { pv, message } => {
@@ -458,7 +458,7 @@ async fn reconcile_export(de: &DataExport, ctx: &Context) -> Result<Action> {
                     names::LABEL_PV_INCONSISTENT
                 ),
             };
-            write_status(ctx, &api, de, &outcome, &facts).await?;
+            write_status(ctx, api, de, &outcome, &facts).await?;
             Ok(Action::requeue(INCONSISTENT_RETRY))
         }
         Rest::Waiting => {
@@ -466,7 +466,7 @@ async fn reconcile_export(de: &DataExport, ctx: &Context) -> Result<Action> {
                 reason: reason::PENDING,
                 message: "the volume is being handed over to the exporter".into(),
             };
-            write_status(ctx, &api, de, &outcome, &facts).await?;
+            write_status(ctx, api, de, &outcome, &facts).await?;
             Ok(Action::requeue(WAIT_RETRY))
         }
         Rest::Returned => {
@@ -474,11 +474,12 @@ async fn reconcile_export(de: &DataExport, ctx: &Context) -> Result<Action> {
             Ok(Action::requeue(Duration::from_millis(100)))
         }
         Rest::Serving { pvc, volume_mode } => {
-            serve(ctx, &api, de, &owner, &pvc, volume_mode, ttl, facts).await
+            serve(ctx, api, de, owner, &pvc, volume_mode, ttl, facts).await
         }
     }
 }
 
+/// Runs the exporter and carries out [`decide_serving`]'s plan.
 #[allow(clippy::too_many_arguments)]
 async fn serve(
     ctx: &Context,
@@ -499,105 +500,67 @@ async fn serve(
     facts.url = Some(url.clone());
     facts.ca = Some(state.ca_b64.clone());
     facts.volume_mode = Some(mode);
-    let now = Timestamp::now();
     let prev = de.status.as_ref();
-    // Serving: Ready, or serving in the cluster with publishing refused. Its route was checked
-    // when it got there, and its idle clock runs.
-    let was_serving = prev.is_some_and(|s| {
-        s.phase == Some(Phase::Ready)
-            || svdm_api::conditions::find(&s.conditions, svdm_api::conditions::READY)
-                .is_some_and(|c| c.reason == reason::PUBLISH_FAILED)
-    });
-
-    // Nothing is Ready until a client could use it now (route::check); the idle clock does not
-    // run meanwhile.
-    let waiting = if !state.pod_ready {
-        let outcome = match state.pod_problem.clone() {
-            Some(p) => Outcome::Pending {
-                reason: reason::EXPORTER_FAILED,
-                message: p,
-            },
-            None => Outcome::Pending {
-                reason: reason::PENDING,
-                message: "waiting for the exporter pod to become ready".into(),
-            },
-        };
-        Some((outcome, Duration::from_secs(5)))
-    } else if was_serving {
-        None
-    } else {
+    let route = if decide::needs_route_check(prev, state.pod_ready) {
         let pod_uid = state.pod_uid.as_deref().unwrap_or_default();
-        route::check(ctx, &name, pod_uid, &url, &state.ca_pem)
-            .await?
-            .map(|message| {
-                let outcome = Outcome::Pending {
-                    reason: reason::PENDING,
-                    message,
-                };
-                (outcome, Duration::from_secs(1))
-            })
-    };
-    if let Some((outcome, retry)) = waiting {
-        facts.access = None;
-        facts.expiration = None;
-        write_status(ctx, api, de, &outcome, &facts).await?;
-        return Ok(Action::requeue(retry));
-    }
-
-    // The ttl counts from the last access, but never from before the export became ready.
-    let ready_since = prev
-        .filter(|_| was_serving)
-        .and_then(|s| svdm_api::conditions::find(&s.conditions, svdm_api::conditions::READY))
-        .map(|c| c.last_transition_time.0)
-        .unwrap_or(now);
-    let last = state
-        .last_access
-        .map_or(ready_since, |a| a.max(ready_since));
-    let expires = status::expires_at(last, ttl);
-    facts.access = state.last_access;
-    facts.expiration = Some(expires);
-
-    if was_serving && now >= expires {
-        log::info!(
-            "{}/{}: idle since {last}, ttl {}: expired",
-            owner.namespace,
-            owner.name,
-            svdm_api::ttl::format(ttl)
-        );
-        write_status(ctx, api, de, &Outcome::Expiring, &facts).await?;
-        return Ok(Action::requeue(Duration::from_millis(100)));
-    }
-    // A published export is Ready only with its publicURL (clients that asked for publishing
-    // wait for it), and that is shown only once the Ingress is admitted.
-    let outcome = match (&state.publish, &ctx.settings.publish_host) {
-        (Publish::Failed(message), _) => Outcome::Pending {
-            reason: reason::PUBLISH_FAILED,
-            message: message.clone(),
-        },
-        (Publish::Admitted, Some(host)) => {
-            facts.public_url = Some(objects::public_url(host, &owner.namespace, &owner.name));
-            Outcome::Ready {
-                message: "the exporter is serving the data, in the cluster and published".into(),
-            }
+        match route::check(ctx, &name, pod_uid, &url, &state.ca_pem).await? {
+            None => Route::Ok,
+            Some(why) => Route::Waiting(why),
         }
-        _ => Outcome::Ready {
-            message: "the exporter is serving the data".into(),
-        },
-    };
-    let retry = if matches!(outcome, Outcome::Ready { .. }) {
-        RESYNC
     } else {
-        BLOCKED_RETRY
+        Route::Unchecked
     };
-    write_status(ctx, api, de, &outcome, &facts).await?;
-    let next = if was_serving {
-        status::until(now, expires)
-    } else {
-        ttl
+    let mut view = decide::Exporter {
+        pod_ready: state.pod_ready,
+        pod_problem: state.pod_problem.clone(),
+        route,
+        last_access: state.last_access,
+        publish: state.publish.clone(),
     };
-    Ok(Action::requeue(
-        next.min(retry).max(Duration::from_millis(500)),
-    ))
+    let host = ctx.settings.publish_host.as_deref();
+    let mut plan = decide_serving(prev, &view, ttl, host, Timestamp::now());
+    if matches!(plan, ServePlan::Expire { .. }) {
+        // The Lease store may lag behind the exporter's last renewal: ask the API before ending
+        // an export that may be in use.
+        view.last_access = exporter::last_access_live(ctx, &owner.uid)
+            .await?
+            .or(view.last_access);
+        plan = decide_serving(prev, &view, ttl, host, Timestamp::now());
+    }
+    facts.access = view.last_access;
+    match plan {
+        ServePlan::Wait { outcome, retry } => {
+            // The idle clock does not run while nothing serves.
+            facts.access = None;
+            facts.expiration = None;
+            write_status(ctx, api, de, &outcome, &facts).await?;
+            Ok(Action::requeue(retry))
+        }
+        ServePlan::Expire { last } => {
+            facts.expiration = Some(status::expires_at(last, ttl));
+            log::info!(
+                "{}/{}: idle since {last}, ttl {}: expired",
+                owner.namespace,
+                owner.name,
+                svdm_api::ttl::format(ttl)
+            );
+            write_status(ctx, api, de, &Outcome::Expiring, &facts).await?;
+            Ok(Action::requeue(Duration::from_millis(100)))
+        }
+        ServePlan::Show {
+            outcome,
+            public_url,
+            expires,
+            next,
+        } => {
+            facts.expiration = Some(expires);
+            if public_url && let Some(h) = host {
+                facts.public_url = Some(objects::public_url(h, &owner.namespace, &owner.name));
+            }
+            write_status(ctx, api, de, &outcome, &facts).await?;
+            Ok(Action::requeue(next))
+        }
+    }
 }
 
 /// Current status phase helper for tests and orphans.

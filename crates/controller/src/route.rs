@@ -20,12 +20,12 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, ListParams};
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use openssl::x509::X509;
 use openssl::x509::store::X509StoreBuilder;
 use svdm_api::names;
 
+use crate::cache;
 use crate::context::Context;
 use crate::error::Result;
 
@@ -130,10 +130,19 @@ pub async fn check(
     url: &str,
     ca_pem: &str,
 ) -> Result<Option<String>> {
-    let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), names::MODULE_NAMESPACE);
-    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
-    let list = slices.list(&lp).await?;
-    if !endpoint_ready(&list.items, pod_uid) {
+    let slices: Vec<EndpointSlice> = cache::labelled(
+        &ctx.client,
+        ctx.caches().map(|c| &c.slices),
+        cache::Read::Cache,
+        Some(names::MODULE_NAMESPACE),
+        "kubernetes.io/service-name",
+        service,
+    )
+    .await?
+    .into_iter()
+    .map(std::sync::Arc::unwrap_or_clone)
+    .collect();
+    if !endpoint_ready(&slices, pod_uid) {
         return Ok(Some(format!(
             "waiting for the exporter's Service {service} to list the pod as a ready endpoint"
         )));

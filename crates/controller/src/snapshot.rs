@@ -1,6 +1,7 @@
-//! VolumeSnapshot targets (DESIGN §3.2) as a pure state machine: the user's snapshot is copied as
-//! a pre-provisioned content bound to a VolumeSnapshot in the module namespace, restored into a
-//! PVC that belongs to the module, and that PVC is exported directly (no handover).
+//! VolumeSnapshot targets (docs/development/ARCHITECTURE.md, "Snapshot exports") as a pure state
+//! machine: the user's snapshot is copied as a pre-provisioned content bound to a VolumeSnapshot in
+//! the module namespace, restored into a PVC that belongs to the module, and that PVC is exported
+//! directly (no handover).
 
 use svdm_api::VolumeMode;
 use svdm_api::conditions::reason;
@@ -19,10 +20,15 @@ pub struct Source {
     pub snapshot_handle: Option<String>,
     pub source_volume_mode: Option<String>,
     pub snapshot_class: Option<String>,
-    /// StorageClass of the PVC the snapshot was taken from, if that PVC still exists.
+    /// StorageClass of the PVC the snapshot was taken from, if that PVC still exists and is
+    /// still that volume (its PV's handle is the content's source handle).
     pub source_pvc_class: Option<String>,
-    /// volumeMode of that PVC (used when the content does not record `sourceVolumeMode`).
+    /// volumeMode of that same PVC (used when the content does not record `sourceVolumeMode`).
     pub source_pvc_mode: Option<String>,
+    /// The bound content's `spec.volumeSnapshotRef` does not name this snapshot (namespace,
+    /// name, uid): what it names instead. A snapshot's status is writable by whoever may write
+    /// the snapshot, so its content is taken only when the content points back at it.
+    pub content_belongs_elsewhere: Option<String>,
     pub has_our_finalizer: bool,
     pub deleting: bool,
 }
@@ -116,6 +122,21 @@ impl Step {
     }
 }
 
+impl Step {
+    /// Steps that change the cluster (as opposed to waiting, serving or reporting).
+    pub fn is_action(&self) -> bool {
+        !matches!(
+            self,
+            Step::Blocked { .. }
+                | Step::Failed { .. }
+                | Step::Serve { .. }
+                | Step::WaitExporterPod { .. }
+                | Step::Wait
+                | Step::Returned
+        )
+    }
+}
+
 fn volume_mode(src: Option<&Source>) -> VolumeMode {
     src.and_then(|s| {
         s.source_volume_mode
@@ -162,6 +183,15 @@ pub fn next_step(o: &Observed) -> Step {
             reason: reason::TARGET_NOT_READY,
             message: "VolumeSnapshot is not ready to use yet; wait until status.readyToUse is true"
                 .into(),
+        };
+    }
+    if let Some(other) = &s.content_belongs_elsewhere {
+        return Step::Failed {
+            reason: reason::VALIDATION_FAILED,
+            message: format!(
+                "VolumeSnapshotContent {} belongs to {other}, not to this VolumeSnapshot; its status.boundVolumeSnapshotContentName is not trusted. Recreate the VolumeSnapshot",
+                s.bound_content.as_deref().unwrap_or_default()
+            ),
         };
     }
     if !o.source_content_found || s.driver.is_none() || s.snapshot_handle.is_none() {
@@ -269,6 +299,7 @@ mod tests {
             snapshot_class: Some("svdm-sim".into()),
             source_pvc_class: Some("svdm-sim".into()),
             source_pvc_mode: None,
+            content_belongs_elsewhere: None,
             has_our_finalizer: false,
             deleting: false,
         }
@@ -408,6 +439,14 @@ mod tests {
                 ..
             }
         ));
+        // A status naming another snapshot's content is refused, whatever else is in place.
+        o.source.as_mut().expect("s").content_belongs_elsewhere =
+            Some("VolumeSnapshot victim/theirs (uid v-1)".into());
+        let Step::Failed { reason, message } = next_step(&o) else {
+            panic!("refused expected")
+        };
+        assert_eq!(reason, reason::VALIDATION_FAILED);
+        assert!(message.contains("victim/theirs"), "{message}");
     }
 
     #[test]

@@ -3,10 +3,13 @@
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::{Value, json};
 use svdm_api::{VolumeMode, names};
 
+use std::sync::Arc;
+
+use crate::cache::{self, Read};
 use crate::context::Context;
 use crate::error::Result;
 use crate::exporter;
@@ -15,19 +18,7 @@ use crate::objects::{self, Owner};
 use crate::pvc_io::Rest;
 use crate::snapshot::{self, Observed, Source, Step};
 
-fn vs_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot"),
-        "volumesnapshots",
-    )
-}
-
-fn vsc_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshotContent"),
-        "volumesnapshotcontents",
-    )
-}
+use crate::cache::{vs_resource, vsc_resource};
 
 fn vs_api(ctx: &Context, ns: &str) -> Api<DynamicObject> {
     Api::namespaced_with(ctx.client.clone(), ns, &vs_resource())
@@ -45,13 +36,39 @@ fn s(v: &Value) -> Option<String> {
     }
 }
 
+/// Whether the content's `spec.volumeSnapshotRef` names `vs` (namespace, name, uid); otherwise
+/// the object it names.
+pub fn content_owner_mismatch(
+    content: &Value,
+    vs_ns: &str,
+    vs_name: &str,
+    vs_uid: &str,
+) -> Option<String> {
+    let r = &content["spec"]["volumeSnapshotRef"];
+    let (ns, name, uid) = (
+        r["namespace"].as_str().unwrap_or_default(),
+        r["name"].as_str().unwrap_or_default(),
+        r["uid"].as_str().unwrap_or_default(),
+    );
+    // A pre-provisioned content may name the snapshot before it has a uid; a uid it does name
+    // must be this one.
+    (ns != vs_ns || name != vs_name || (!uid.is_empty() && uid != vs_uid))
+        .then(|| format!("VolumeSnapshot {ns}/{name} (uid {uid})"))
+}
+
 /// Reads the user's snapshot, its content and our copies.
 async fn observe(
     ctx: &Context,
     owner: &Owner,
     source: Option<(&str, &str)>,
     returning: bool,
+    read: Read,
 ) -> Result<(Observed, Option<DynamicObject>)> {
+    let client = &ctx.client;
+    let caches = ctx.caches();
+    let snapshots = caches.and_then(|c| c.snapshots.as_ref());
+    let contents = caches.and_then(|c| c.contents.as_ref());
+    let (vs_ar, vsc_ar) = (vs_resource(), vsc_resource());
     let name = objects::object_name(&owner.uid);
     let mut o = Observed {
         returning,
@@ -60,9 +77,11 @@ async fn observe(
     };
     let mut user_vs = None;
     if let Some((ns, n)) = source {
-        user_vs = vs_api(ctx, ns).get_opt(n).await?;
+        user_vs = cache::get_dynamic(client, snapshots, &vs_ar, read, Some(ns), n)
+            .await?
+            .map(Arc::unwrap_or_clone);
     }
-    if let Some(vs) = &user_vs {
+    if let (Some(vs), Some((ns, vs_name))) = (&user_vs, source) {
         let d = &vs.data;
         let bound = s(&d["status"]["boundVolumeSnapshotContentName"]);
         let mut src = Source {
@@ -78,15 +97,20 @@ async fn observe(
             ..Default::default()
         };
         if !returning {
+            let mut source_handle = None;
             if let Some(content) = &bound
-                && let Some(c) = vsc_api(ctx).get_opt(content).await?
+                && let Some(c) =
+                    cache::get_dynamic(client, contents, &vsc_ar, read, None, content).await?
             {
                 o.source_content_found = true;
                 let cd = &c.data;
+                src.content_belongs_elsewhere =
+                    content_owner_mismatch(cd, ns, vs_name, &vs.uid().unwrap_or_default());
                 src.driver = s(&cd["spec"]["driver"]);
                 src.snapshot_handle = s(&cd["status"]["snapshotHandle"])
                     .or_else(|| s(&cd["spec"]["source"]["snapshotHandle"]));
                 src.source_volume_mode = s(&cd["spec"]["sourceVolumeMode"]);
+                source_handle = s(&cd["spec"]["source"]["volumeHandle"]);
                 if src.restore_size.is_none() {
                     src.restore_size = s(&cd["status"]["restoreSize"]);
                 }
@@ -94,36 +118,61 @@ async fn observe(
                     src.snapshot_class = s(&cd["spec"]["volumeSnapshotClassName"]);
                 }
             }
+            // The PVC the snapshot names is its source only while its volume is the one the
+            // snapshot was cut from: a PVC deleted and made again under that name is another
+            // volume, and its class and mode say nothing about the snapshot.
             if let Some(pvc_name) = s(&d["spec"]["source"]["persistentVolumeClaimName"])
-                && let Some((ns, _)) = source
+                && let Some(pvc) =
+                    cache::get(client, caches.map(|c| &c.pvcs), read, ns, &pvc_name).await?
+                && let Some(spec) = pvc.spec.as_ref()
             {
-                let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
-                let spec = pvcs.get_opt(&pvc_name).await?.and_then(|p| p.spec);
-                src.source_pvc_mode = spec.as_ref().and_then(|sp| sp.volume_mode.clone());
-                src.source_pvc_class = spec
-                    .and_then(|sp| sp.storage_class_name)
-                    .filter(|c| !c.is_empty());
+                let volume = spec.volume_name.as_deref().filter(|v| !v.is_empty());
+                let pv = match volume {
+                    Some(v) => cache::get_cluster(client, caches.map(|c| &c.pvs), read, v).await?,
+                    None => None,
+                };
+                let pv_handle = pv
+                    .as_ref()
+                    .and_then(|p| p.spec.as_ref())
+                    .and_then(|s| s.csi.as_ref())
+                    .map(|c| c.volume_handle.clone());
+                if source_handle.is_some() && pv_handle == source_handle {
+                    src.source_pvc_mode = spec.volume_mode.clone();
+                    src.source_pvc_class =
+                        spec.storage_class_name.clone().filter(|c| !c.is_empty());
+                }
             }
         }
         o.source = Some(src);
     }
-    if let Some(m) = vsc_api(ctx)
-        .get_metadata_opt(&objects::snapshot_content_name(&owner.uid))
-        .await?
+    if let Some(m) = cache::get_dynamic(
+        client,
+        contents,
+        &vsc_ar,
+        read,
+        None,
+        &objects::snapshot_content_name(&owner.uid),
+    )
+    .await?
     {
         o.content_copy = true;
         o.content_copy_deleting = m.metadata.deletion_timestamp.is_some();
     }
-    if let Some(m) = vs_api(ctx, names::MODULE_NAMESPACE)
-        .get_metadata_opt(&name)
-        .await?
+    if let Some(m) = cache::get_dynamic(
+        client,
+        snapshots,
+        &vs_ar,
+        read,
+        Some(names::MODULE_NAMESPACE),
+        &name,
+    )
+    .await?
     {
         o.snapshot_copy = true;
         o.snapshot_copy_deleting = m.metadata.deletion_timestamp.is_some();
     }
-    let pvcs: Api<PersistentVolumeClaim> =
-        Api::namespaced(ctx.client.clone(), names::MODULE_NAMESPACE);
-    if let Some(p) = pvcs.get_opt(&name).await? {
+    let pvcs = caches.map(|c| &c.pvcs);
+    if let Some(p) = cache::get(client, pvcs, read, names::MODULE_NAMESPACE, &name).await? {
         o.restored_pvc = Some(
             p.status
                 .as_ref()
@@ -136,9 +185,14 @@ async fn observe(
             .as_ref()
             .and_then(|sp| VolumeMode::from_k8s(sp.volume_mode.as_deref()));
     }
-    (o.exporter_objects_exist, o.exporter_pod) = exporter::observe(ctx, &owner.uid).await?;
+    (o.exporter_objects_exist, o.exporter_pod) = exporter::observe(ctx, &owner.uid, read).await?;
     // The limit only matters before anything of this export exists (see `snapshot::next_step`).
-    if !returning && o.restored_pvc.is_none() && !o.content_copy && !o.snapshot_copy {
+    if read == Read::Live
+        && !returning
+        && o.restored_pvc.is_none()
+        && !o.content_copy
+        && !o.snapshot_copy
+    {
         o.concurrency = crate::pvc_io::concurrency_for(ctx, &owner.uid).await?;
     }
     if let Some((ns, n)) = source
@@ -146,16 +200,21 @@ async fn observe(
     {
         // Another of our exports still restoring from the same snapshot keeps it protected.
         let key = format!("{ns}/{n}");
-        o.other_restore_pending = pvcs
-            .list(&ListParams::default().labels(&format!("{}=true", names::LABEL_MANAGED)))
-            .await?
-            .items
-            .iter()
-            .any(|p| {
-                p.name_any() != name
-                    && p.annotations().get(names::ANN_SOURCE_SNAPSHOT) == Some(&key)
-                    && p.status.as_ref().and_then(|st| st.phase.as_deref()) != Some("Bound")
-            });
+        o.other_restore_pending = cache::labelled(
+            client,
+            pvcs,
+            read,
+            Some(names::MODULE_NAMESPACE),
+            names::LABEL_MANAGED,
+            "true",
+        )
+        .await?
+        .iter()
+        .any(|p| {
+            p.name_any() != name
+                && p.annotations().get(names::ANN_SOURCE_SNAPSHOT) == Some(&key)
+                && p.status.as_ref().and_then(|st| st.phase.as_deref()) != Some("Bound")
+        });
     }
     Ok((o, user_vs))
 }
@@ -279,9 +338,16 @@ pub async fn drive(
     source: Option<(&str, &str)>,
     returning: bool,
 ) -> Result<SnapRest> {
+    // The stores first; a step that writes (or fails the export) is decided again on a live
+    // observation.
+    let mut read = Read::Cache;
     for _ in 0..12 {
-        let (o, user_vs) = observe(ctx, owner, source, returning).await?;
+        let (o, user_vs) = observe(ctx, owner, source, returning, read).await?;
         let step = snapshot::next_step(&o);
+        if read == Read::Cache && (step.is_action() || matches!(step, Step::Failed { .. })) {
+            read = Read::Live;
+            continue;
+        }
         match step {
             Step::Blocked { reason, message } => {
                 return Ok(SnapRest::Rest(Rest::Blocked { reason, message }));
@@ -318,14 +384,28 @@ pub async fn recorded_source(ctx: &Context, uid: &str) -> Result<Option<(String,
         a.and_then(|v| v.split_once('/'))
             .map(|(n, m)| (n.to_owned(), m.to_owned()))
     };
-    let pvcs: Api<PersistentVolumeClaim> =
-        Api::namespaced(ctx.client.clone(), names::MODULE_NAMESPACE);
-    if let Some(p) = pvcs.get_metadata_opt(&name).await?
+    let caches = ctx.caches();
+    if let Some(p) = cache::get(
+        &ctx.client,
+        caches.map(|c| &c.pvcs),
+        Read::Cache,
+        names::MODULE_NAMESPACE,
+        &name,
+    )
+    .await?
         && let Some(src) = from(p.annotations().get(names::ANN_SOURCE_SNAPSHOT))
     {
         return Ok(Some(src));
     }
-    if let Some(v) = vs_api(ctx, names::MODULE_NAMESPACE).get_opt(&name).await?
+    if let Some(v) = cache::get_dynamic(
+        &ctx.client,
+        caches.and_then(|c| c.snapshots.as_ref()),
+        &vs_resource(),
+        Read::Cache,
+        Some(names::MODULE_NAMESPACE),
+        &name,
+    )
+    .await?
         && let Some(src) = from(v.annotations().get(names::ANN_SOURCE_SNAPSHOT))
     {
         return Ok(Some(src));

@@ -4,10 +4,10 @@
 //!
 //! This run may be the last one ever: after it no controller and no orphan sweep runs. So it does
 //! the controller's whole return (crates/controller `handover::return_step` and
-//! `snapshot::return_step`, DESIGN §3.1/§3.2) in one pass, decided purely from the snapshots, as
-//! object-patch operations that addon-operator applies in order after the run. It never waits:
-//! deletions are requested in the background and the API server, the garbage collector, the PV
-//! binder and the snapshot-controller finish them without the module.
+//! `snapshot::return_step`; docs/development/ARCHITECTURE.md) in one pass, decided purely from
+//! the snapshots, as object-patch operations that addon-operator applies in order after the run.
+//! It never waits: deletions are requested in the background and the API server, the garbage
+//! collector, the PV binder and the snapshot-controller finish them without the module.
 //!
 //! 1. per exported PV whose record is complete and whose user PVC still exists with the recorded
 //!    uid: point `claimRef` back at the user PVC (uid) while the PV is still `Retain`. This comes

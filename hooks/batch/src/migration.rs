@@ -1,4 +1,5 @@
-//! Migration from the earlier (Go) implementation of this module (DESIGN §3.6).
+//! Migration from the earlier (Go) implementation of this module (docs/development/ARCHITECTURE.md,
+//! "Hooks").
 //!
 //! The earlier controller left, for every export: a Deployment `deploy-for-<kind>-<hash>`, a Service,
 //! an Ingress and a CA Secret (`service-for-…`, `ingress-for-…`, `ca-secret-for-…`) and the export

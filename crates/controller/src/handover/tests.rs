@@ -366,6 +366,40 @@ fn a_pod_using_the_pvc_is_named() {
 }
 
 #[test]
+fn a_forged_owner_annotation_on_the_user_pvc_skips_no_check() {
+    // The user PVC's annotations are the user's to write: naming their own DataExport there must
+    // not make the handover look started and jump past the checks.
+    let forged = |o: &mut Observed| o.user_pvc.as_mut().expect("u").held_by = Some(UID.into());
+    let cases: Vec<(Mutation, &str)> = vec![
+        (
+            Box::new(|o| o.pods_using = vec!["web-0".into()]),
+            reason::TARGET_IN_USE,
+        ),
+        (
+            Box::new(|o| o.attached = vec!["csi-att-1".into()]),
+            reason::TARGET_IN_USE,
+        ),
+        (
+            Box::new(|o| o.concurrency = Concurrency { running: 3, max: 3 }),
+            reason::LIMIT_REACHED,
+        ),
+    ];
+    for (mutate, want) in cases {
+        let mut o = observed(Intent::Export);
+        forged(&mut o);
+        mutate(&mut o);
+        match next_step(&o) {
+            Step::Blocked { reason, .. } => assert_eq!(reason, want),
+            other => panic!("expected Blocked({want}), got {other:?}"),
+        }
+    }
+    // With the checks passing it goes on (the protection is already there).
+    let mut o = observed(Intent::Export);
+    forged(&mut o);
+    assert!(matches!(next_step(&o), Step::RecordPv { .. }));
+}
+
+#[test]
 fn preconditions_each_block_with_their_reason() {
     let cases: Vec<(Mutation, &str)> = vec![
         (Box::new(|o| o.user_pvc = None), reason::TARGET_NOT_FOUND),
