@@ -157,6 +157,17 @@ securityContext:
 {{- printf $template $name -}}
 {{- end -}}
 
+{{- /* The public host of published exports: the publicHost setting, else data-exporter in the
+cluster's public domain template; empty when neither is set. */ -}}
+{{- define "svdm_publish_host" -}}
+{{- $module := index .Values (include "helm_lib_module_camelcase_name" .) -}}
+{{- $host := $module.publicHost | default "" -}}
+{{- if and (not $host) .Values.global.modules.publicDomainTemplate -}}
+{{- $host = include "helm_lib_module_public_domain" (list . "data-exporter") -}}
+{{- end -}}
+{{- $host -}}
+{{- end -}}
+
 {{- define "helm_lib_module_ingress_class" -}}
 {{- $module := index .Values (include "helm_lib_module_camelcase_name" .) | default dict -}}
 {{- $module.ingressClass | default .Values.global.modules.ingressClass | default "nginx" -}}

@@ -169,7 +169,7 @@ def static_mutations():
          docs(lambda f: edit(f, conf, "| `https.mode` | — |", "| `https.mode` | `CertManager` |")),
          "but the schema has none"),
         ("a prose default that differs from the schema",
-         docs(lambda f: edit(f, usage, "`maxConcurrentExports` (default `0`", "`maxConcurrentExports` (default `10`")),
+         docs(lambda f: edit(f, usage, "`maxConcurrentExports` (default `20`", "`maxConcurrentExports` (default `10`")),
          "says maxConcurrentExports defaults to 10"),
         ("chart image without a final werf image",
          images(lambda b, u: b.update(exporter=("exporter", False))), "gets no digest"),

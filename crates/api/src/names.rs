@@ -86,6 +86,9 @@ pub const TLS_SECRET_CLIENT_CA: &str = "client-ca.crt";
 
 /// ServiceAccount the exporter pods run as (created by the module's templates).
 pub const EXPORTER_SERVICE_ACCOUNT: &str = "exporter";
+/// Secret with the exporter CA certificate alone (templates/ingress-tls.yaml), which the ingress
+/// controller verifies exporters with.
+pub const EXPORTER_CA_BUNDLE_SECRET: &str = "exporter-ca-bundle";
 
 /// Short deterministic name of every per-export object in the module namespace (exporter Pod,
 /// Service, Secret, Lease, Ingress, export or restored PVC, copied VolumeSnapshot): never longer

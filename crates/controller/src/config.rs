@@ -44,9 +44,10 @@ pub struct Args {
     /// TLS Secret (in the module namespace) of the public host.
     #[arg(long, env = "SVDM_INGRESS_TLS_SECRET", default_value = "")]
     pub ingress_tls_secret: String,
-    /// cert-manager ClusterIssuer for the public host (used when no TLS secret is given).
-    #[arg(long, env = "SVDM_INGRESS_CLUSTER_ISSUER", default_value = "")]
-    pub ingress_cluster_issuer: String,
+    /// TLS for the public host ends in front of the ingress controller (https mode OnlyInURI):
+    /// published Ingresses carry no TLS section, their URLs are still https.
+    #[arg(long, env = "SVDM_INGRESS_TLS_EXTERNAL")]
+    pub ingress_tls_external: bool,
     /// Why published exports cannot get an Ingress although a public host is set (the chart
     /// passes the custom certificate hook's finding); empty = publishing works.
     #[arg(long, env = "SVDM_PUBLISH_UNAVAILABLE", default_value = "")]
@@ -121,7 +122,7 @@ pub struct Settings {
     pub publish_host: Option<String>,
     pub ingress_class: String,
     pub ingress_tls_secret: Option<String>,
-    pub ingress_cluster_issuer: Option<String>,
+    pub ingress_tls_external: bool,
     pub publish_unavailable: Option<String>,
     pub snapshot_storage_class: Option<String>,
     pub cluster_domain: String,
@@ -172,7 +173,7 @@ impl Settings {
             publish_host: non_empty(&a.publish_host),
             ingress_class: a.ingress_class.trim().to_owned(),
             ingress_tls_secret: non_empty(&a.ingress_tls_secret),
-            ingress_cluster_issuer: non_empty(&a.ingress_cluster_issuer),
+            ingress_tls_external: a.ingress_tls_external,
             publish_unavailable: non_empty(&a.publish_unavailable),
             snapshot_storage_class: non_empty(&a.snapshot_storage_class),
             cluster_domain: a.cluster_domain.trim().trim_matches('.').to_owned(),

@@ -33,6 +33,7 @@ pub struct Owner {
 }
 
 pub use svdm_api::names::{ingress_tls_secret_name, object_name, snapshot_content_name};
+// (ingress_tls_secret_name: per-export certificates of earlier versions, still deleted on return)
 
 pub fn labels(uid: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -448,12 +449,20 @@ pub fn exporter_pod(
 /// Why a published export gets no Ingress although a public host is configured (the custom
 /// certificate cannot be used), as its `PublishFailed` message; `None` when nothing is in the way.
 pub fn publish_unavailable(s: &Settings) -> Option<String> {
-    let why = s.publish_unavailable.as_deref()?;
     s.publish_host.as_ref()?;
-    Some(format!(
-        "spec.publish is true, but this cluster cannot publish exports now: {why}. The in-cluster \
-         status.url works; the platform team fixes the module's https settings"
-    ))
+    if let Some(why) = s.publish_unavailable.as_deref() {
+        return Some(format!(
+            "spec.publish is true, but this cluster cannot publish exports now: {why}. The in-cluster \
+             status.url works; the platform team fixes the module's https settings"
+        ));
+    }
+    // Users' bearer tokens travel in every request: never publish without TLS towards them.
+    (s.ingress_tls_secret.is_none() && !s.ingress_tls_external).then(|| {
+        "spec.publish is true, but no TLS certificate is configured for the public host, and \
+         published exports would carry users' bearer tokens over plain HTTP. The in-cluster \
+         status.url works; the platform team sets the module's https mode"
+            .to_owned()
+    })
 }
 
 /// The Ingress of a published export, or `None` when publishing is not configured.
@@ -468,17 +477,27 @@ pub fn ingress(owner: &Owner, name: &str, s: &Settings) -> Option<Ingress> {
         ("nginx.ingress.kubernetes.io/proxy-body-size", "0"),
         ("nginx.ingress.kubernetes.io/proxy-read-timeout", "3600"),
         ("nginx.ingress.kubernetes.io/proxy-send-timeout", "3600"),
+        // The hop behind the ingress controller is verified too: the exporter's certificate
+        // must chain to the exporter CA and name the export's Service.
+        ("nginx.ingress.kubernetes.io/proxy-ssl-verify", "on"),
+        ("nginx.ingress.kubernetes.io/proxy-ssl-server-name", "on"),
+        ("nginx.ingress.kubernetes.io/proxy-ssl-verify-depth", "2"),
     ] {
         ann.insert(k.to_owned(), v.to_owned());
     }
-    let tls_secret = match (&s.ingress_tls_secret, &s.ingress_cluster_issuer) {
-        (Some(secret), _) => Some(secret.clone()),
-        (None, Some(issuer)) => {
-            ann.insert("cert-manager.io/cluster-issuer".to_owned(), issuer.clone());
-            Some(ingress_tls_secret_name(&owner.uid))
-        }
-        (None, None) => None,
-    };
+    ann.insert(
+        "nginx.ingress.kubernetes.io/proxy-ssl-secret".to_owned(),
+        format!(
+            "{}/{}",
+            names::MODULE_NAMESPACE,
+            names::EXPORTER_CA_BUNDLE_SECRET
+        ),
+    );
+    ann.insert(
+        "nginx.ingress.kubernetes.io/proxy-ssl-name".to_owned(),
+        format!("{name}.{}.svc", names::MODULE_NAMESPACE),
+    );
+    let tls_secret = s.ingress_tls_secret.clone();
     Some(Ingress {
         metadata: m,
         spec: Some(IngressSpec {

@@ -26,7 +26,12 @@ async fn publish_flips_and_a_deleted_exporter_pod_is_recreated() {
         &kc,
         &id,
         None,
-        &["--publish-host", "data-exporter.example.com"],
+        &[
+            "--publish-host",
+            "data-exporter.example.com",
+            "--ingress-tls-secret",
+            "ingress-tls-test",
+        ],
     );
     let (pv, uid) = make_bound_pvc(&client, &ns, "Filesystem").await;
     export_pvc(&client, &ns, "de1", &id).await;

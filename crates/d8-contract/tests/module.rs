@@ -176,3 +176,90 @@ async fn publish_autodetect_works_for_users_without_rights_in_default() {
         );
     }
 }
+
+/// An exporter's identity may write only its own activity Lease (the chart's
+/// ValidatingAdmissionPolicy, templates/exporter/lease-policy.yaml): with a token of the exporter
+/// ServiceAccount bound to a pod, the Lease named like that pod can be renewed, the controller's
+/// leader Lease and another export's Lease cannot.
+#[tokio::test]
+async fn an_exporter_token_writes_only_its_own_lease() {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+    let Some(_) = env() else { return };
+    let admin_kc = std::env::var("TESTENV_KUBECONFIG").expect("TESTENV_KUBECONFIG");
+    let admin = Access::from_path(std::path::Path::new(&admin_kc))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ns = "d8-storage-volume-data-manager";
+    let pods: Api<Pod> = Api::namespaced(admin.client.clone(), ns);
+    let leases: Api<Lease> = Api::namespaced(admin.client.clone(), ns);
+    let pod_name = format!("exp-leasetest{}", std::process::id());
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": pod_name},
+        "spec": {"serviceAccountName": "exporter",
+                 "containers": [{"name": "c", "image": "registry.local/svdm/none:test"}]}
+    }))
+    .expect("pod");
+    let pod = pods
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("pod");
+    for name in [pod_name.as_str(), "exp-someone-else"] {
+        let l: Lease =
+            serde_json::from_value(json!({"metadata": {"name": name}, "spec": {}})).expect("lease");
+        let _ = leases.create(&PostParams::default(), &l).await;
+    }
+    let tr: TokenRequest = serde_json::from_value(json!({
+        "spec": {"audiences": [], "expirationSeconds": 600,
+                 "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": pod_name,
+                                    "uid": pod.metadata.uid}}
+    }))
+    .expect("token request");
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.client.clone(), ns);
+    let token = sas
+        .create_token_request("exporter", &PostParams::default(), &tr)
+        .await
+        .expect("token")
+        .status
+        .expect("token status")
+        .token
+        .expect("a token");
+    // The admin kubeconfig's cluster, the exporter's token.
+    let kc = kube::config::Kubeconfig::read_from(&admin_kc).expect("kubeconfig");
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("config");
+    cfg.auth_info = kube::config::AuthInfo {
+        token: Some(token.into()),
+        ..Default::default()
+    };
+    let exporter = kube::Client::try_from(cfg).expect("client");
+    let as_exporter: Api<Lease> = Api::namespaced(exporter, ns);
+    let renew = json!({"spec": {"renewTime": "2026-01-01T00:00:00.000000Z"}});
+    let patch = |name: String| {
+        let api = as_exporter.clone();
+        let renew = renew.clone();
+        async move {
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(renew))
+                .await
+        }
+    };
+    patch(pod_name.clone())
+        .await
+        .expect("an exporter renews its own Lease");
+    for other in ["svdm-controller", "exp-someone-else"] {
+        match patch(other.to_owned()).await {
+            Err(kube::Error::Api(e)) => assert!(
+                e.message.contains("only the activity Lease of its own pod"),
+                "{other}: {}",
+                e.message
+            ),
+            other_result => panic!("the exporter wrote Lease {other}: {other_result:?}"),
+        }
+    }
+    let _ = pods.delete(&pod_name, &DeleteParams::default()).await;
+    for name in [pod_name.as_str(), "exp-someone-else"] {
+        let _ = leases.delete(name, &DeleteParams::default()).await;
+    }
+}

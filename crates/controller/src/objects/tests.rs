@@ -197,15 +197,28 @@ fn ingress_streams_big_downloads() {
     assert_eq!(path.path_type, "Prefix");
     assert!(spec.tls.is_none());
 
-    let mut s = settings();
-    s.ingress_cluster_issuer = Some("letsencrypt".into());
-    let ing = ingress(&owner(), "exp-1", &s).expect("configured");
-    assert!(
-        ing.metadata
-            .annotations
-            .expect("ann")
-            .contains_key("cert-manager.io/cluster-issuer")
+    // The hop behind the ingress controller verifies the exporter by the exporter CA alone.
+    assert_eq!(
+        ann.get("nginx.ingress.kubernetes.io/proxy-ssl-verify")
+            .map(String::as_str),
+        Some("on")
     );
+    assert_eq!(
+        ann.get("nginx.ingress.kubernetes.io/proxy-ssl-secret")
+            .map(String::as_str),
+        Some("d8-storage-volume-data-manager/exporter-ca-bundle")
+    );
+    assert_eq!(
+        ann.get("nginx.ingress.kubernetes.io/proxy-ssl-name")
+            .map(String::as_str),
+        Some("exp-1.d8-storage-volume-data-manager.svc")
+    );
+    assert!(
+        !ann.keys().any(|k| k.starts_with("cert-manager.io/")),
+        "one certificate for the host, made by the chart"
+    );
+
+    let mut s = settings();
     s.ingress_tls_secret = Some("wildcard".into());
     let tls = ingress(&owner(), "exp-1", &s)
         .and_then(|i| i.spec)
@@ -220,8 +233,27 @@ fn ingress_streams_big_downloads() {
 }
 
 #[test]
+fn no_tls_towards_users_refuses_publishing() {
+    let mut s = settings();
+    s.ingress_tls_secret = None;
+    s.ingress_tls_external = false;
+    let message = publish_unavailable(&s).expect("refused");
+    assert!(message.contains("plain HTTP"), "{message}");
+    s.ingress_tls_external = true;
+    assert_eq!(
+        publish_unavailable(&s),
+        None,
+        "TLS ends in front of the ingress"
+    );
+    s.ingress_tls_external = false;
+    s.ingress_tls_secret = Some("ingress-tls-certmanager".into());
+    assert_eq!(publish_unavailable(&s), None);
+}
+
+#[test]
 fn a_certificate_problem_refuses_publishing_with_its_cause() {
     let mut s = settings();
+    s.ingress_tls_secret = Some("ingress-tls-customcertificate".into());
     assert_eq!(publish_unavailable(&s), None);
     s.publish_unavailable = Some(
         "the custom certificate Secret d8-system/data-exporter-tls (type kubernetes.io/tls) was not found"
