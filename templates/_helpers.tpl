@@ -168,6 +168,14 @@ cluster's public domain template; empty when neither is set. */ -}}
 {{- $host -}}
 {{- end -}}
 
+{{- /* "true" when the shared certificate of the public host comes from cert-manager: https mode
+CertManager, the cert-manager module enabled and its Certificate API served. */ -}}
+{{- define "svdm_cert_manager_certificate" -}}
+{{- if and (eq (include "helm_lib_module_https_mode" .) "CertManager") (has "cert-manager" (.Values.global.enabledModules | default list)) (include "helm_lib_api_version_exists" (list . "cert-manager.io/v1/Certificate")) -}}
+true
+{{- end -}}
+{{- end -}}
+
 {{- define "helm_lib_module_ingress_class" -}}
 {{- $module := index .Values (include "helm_lib_module_camelcase_name" .) | default dict -}}
 {{- $module.ingressClass | default .Values.global.modules.ingressClass | default "nginx" -}}
