@@ -33,27 +33,60 @@ pub struct Identity {
     pub extra: BTreeMap<String, Vec<String>>,
 }
 
+/// An authenticated identity with the key its access decision is cached under, computed once when the
+/// identity is established (a TokenReview, a TLS handshake) rather than on every request.
+#[derive(Debug)]
+pub struct Principal {
+    pub identity: Identity,
+    access_key: [u8; 32],
+}
+
+impl Principal {
+    pub fn new(identity: Identity) -> Principal {
+        Principal {
+            access_key: identity_key(&identity),
+            identity,
+        }
+    }
+
+    /// The user a verified client certificate names: CN is the user, O the groups, as the API server
+    /// takes them.
+    pub fn from_certificate(cn: String, orgs: Vec<String>) -> Principal {
+        let mut groups = orgs;
+        // The API server adds this group to every authenticated user; RBAC bindings to it must work the
+        // same here.
+        groups.push("system:authenticated".into());
+        Principal::new(Identity {
+            username: cn,
+            uid: String::new(),
+            groups,
+            extra: BTreeMap::new(),
+        })
+    }
+
+    pub fn username(&self) -> &str {
+        &self.identity.username
+    }
+}
+
 /// What a TLS client certificate said, as checked during the handshake.
 #[derive(Debug, Clone)]
 pub enum PeerCert {
-    Verified {
-        cn: String,
-        orgs: Vec<String>,
-    },
+    Verified(Arc<Principal>),
     /// Presented but not signed by the client CA (or expired); never used as an identity.
     Rejected(String),
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum Credential {
+pub enum Credential<'a> {
     Missing,
-    Bearer(String),
+    Bearer(&'a str),
     Basic,
     Other(String),
     Malformed,
 }
 
-pub fn parse_authorization(value: Option<&[u8]>) -> Credential {
+pub fn parse_authorization(value: Option<&[u8]>) -> Credential<'_> {
     let Some(raw) = value else {
         return Credential::Missing;
     };
@@ -69,7 +102,7 @@ pub fn parse_authorization(value: Option<&[u8]>) -> Credential {
         if rest.is_empty() || rest.contains(' ') {
             return Credential::Malformed;
         }
-        Credential::Bearer(rest.to_string())
+        Credential::Bearer(rest)
     } else if scheme.eq_ignore_ascii_case("basic") {
         Credential::Basic
     } else if scheme.is_empty() {
@@ -129,9 +162,11 @@ pub struct Auth {
     client: Option<kube::Client>,
     namespace: String,
     name: String,
-    tokens: TtlCache<[u8; 32], Identity>,
+    tokens: TtlCache<[u8; 32], Arc<Principal>>,
     access: TtlCache<[u8; 32], ()>,
     metrics: Arc<Metrics>,
+    /// The identity every request has under `--no-auth`.
+    anonymous: Arc<Principal>,
 }
 
 impl Auth {
@@ -150,6 +185,12 @@ impl Auth {
             tokens: TtlCache::new(ttl, 10_000),
             access: TtlCache::new(ttl, 10_000),
             metrics,
+            anonymous: Arc::new(Principal::new(Identity {
+                username: "anonymous (--no-auth)".into(),
+                uid: String::new(),
+                groups: Vec::new(),
+                extra: BTreeMap::new(),
+            })),
         }
     }
 
@@ -157,17 +198,12 @@ impl Auth {
         &self,
         authorization: Option<&[u8]>,
         peer: Option<&PeerCert>,
-    ) -> Result<Identity, AuthError> {
+    ) -> Result<Arc<Principal>, AuthError> {
         let Some(client) = &self.client else {
-            return Ok(Identity {
-                username: "anonymous (--no-auth)".into(),
-                uid: String::new(),
-                groups: Vec::new(),
-                extra: BTreeMap::new(),
-            });
+            return Ok(self.anonymous.clone());
         };
-        let identity = match parse_authorization(authorization) {
-            Credential::Bearer(token) => self.review_token(client, &token).await?,
+        let principal = match parse_authorization(authorization) {
+            Credential::Bearer(token) => self.review_token(client, token).await?,
             Credential::Basic => {
                 return Err(AuthError::Unauthenticated(
                     "Basic authentication is not supported; use a bearer token or a client certificate".into(),
@@ -184,18 +220,7 @@ impl Auth {
                 ));
             }
             Credential::Missing => match peer {
-                Some(PeerCert::Verified { cn, orgs }) => {
-                    let mut groups = orgs.clone();
-                    // The API server adds this group to every authenticated user; RBAC bindings to it must
-                    // work the same here.
-                    groups.push("system:authenticated".into());
-                    Identity {
-                        username: cn.clone(),
-                        uid: String::new(),
-                        groups,
-                        extra: BTreeMap::new(),
-                    }
-                }
+                Some(PeerCert::Verified(p)) => p.clone(),
                 Some(PeerCert::Rejected(why)) => {
                     return Err(AuthError::Unauthenticated(format!(
                         "client certificate not accepted: {why}"
@@ -209,19 +234,19 @@ impl Auth {
                 }
             },
         };
-        self.authorize(client, &identity).await?;
-        Ok(identity)
+        self.authorize(client, &principal).await?;
+        Ok(principal)
     }
 
     async fn review_token(
         &self,
         client: &kube::Client,
         token: &str,
-    ) -> Result<Identity, AuthError> {
+    ) -> Result<Arc<Principal>, AuthError> {
         let key = token_key(token);
-        if let Some(id) = self.tokens.get(&key) {
+        if let Some(p) = self.tokens.get(&key) {
             self.metrics.cache("token", true);
-            return Ok(id);
+            return Ok(p);
         }
         self.metrics.cache("token", false);
         let review = TokenReview {
@@ -248,18 +273,23 @@ impl Auth {
         }
         self.metrics.api_call("tokenreview", "authenticated");
         let user = status.user.unwrap_or_default();
-        let id = Identity {
+        let principal = Arc::new(Principal::new(Identity {
             username: user.username.unwrap_or_default(),
             uid: user.uid.unwrap_or_default(),
             groups: user.groups.unwrap_or_default(),
             extra: user.extra.unwrap_or_default(),
-        };
-        self.tokens.insert(key, id.clone());
-        Ok(id)
+        }));
+        self.tokens.insert(key, principal.clone());
+        Ok(principal)
     }
 
-    async fn authorize(&self, client: &kube::Client, id: &Identity) -> Result<(), AuthError> {
-        let key = identity_key(id);
+    async fn authorize(
+        &self,
+        client: &kube::Client,
+        principal: &Principal,
+    ) -> Result<(), AuthError> {
+        let key = principal.access_key;
+        let id = &principal.identity;
         if self.access.get(&key).is_some() {
             self.metrics.cache("access", true);
             return Ok(());
@@ -317,11 +347,11 @@ mod tests {
         assert_eq!(parse_authorization(None), Credential::Missing);
         assert_eq!(
             parse_authorization(Some(b"Bearer abc.def")),
-            Credential::Bearer("abc.def".into())
+            Credential::Bearer("abc.def")
         );
         assert_eq!(
             parse_authorization(Some(b"bearer  abc ")),
-            Credential::Bearer("abc".into())
+            Credential::Bearer("abc")
         );
         assert_eq!(parse_authorization(Some(b"Bearer")), Credential::Malformed);
         assert_eq!(

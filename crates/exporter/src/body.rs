@@ -12,7 +12,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures::stream::{self, Stream, StreamExt};
 
+use actix_web::http::{Method, Uri};
+
 use crate::activity::Activity;
+use crate::auth::Principal;
 use crate::metrics::Metrics;
 use crate::range::MultipartLayout;
 
@@ -23,6 +26,32 @@ pub type BoxBody = Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>>>>;
 
 fn read_chunk(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
     crate::sys::pread_exact(file.as_fd(), offset, len)
+}
+
+/// What a file response is read from: a small file already read whole (in the step that opened it), or
+/// the open file, read in chunks on the blocking pool.
+#[derive(Clone)]
+pub enum Content {
+    Memory(Bytes),
+    File(Arc<File>),
+}
+
+/// `length` bytes of `content` from `start`.
+pub fn content_range(content: &Content, start: u64, length: u64) -> BoxBody {
+    match content {
+        Content::Memory(bytes) => {
+            // Callers pass ranges inside the content's size, which is what was read.
+            let from = usize::try_from(start)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            let to = usize::try_from(start.saturating_add(length))
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            let part = bytes.slice(from..to);
+            Box::pin(stream::once(std::future::ready(Ok(part))))
+        }
+        Content::File(file) => file_range(file.clone(), start, length),
+    }
 }
 
 /// `length` bytes from `start`, read on the blocking pool with the next chunk already in flight.
@@ -47,12 +76,12 @@ pub fn file_range(file: Arc<File>, start: u64, length: u64) -> BoxBody {
     )
 }
 
-pub fn multipart(file: Arc<File>, layout: MultipartLayout) -> BoxBody {
+pub fn multipart(content: Content, layout: MultipartLayout) -> BoxBody {
     let MultipartLayout { parts, trailer, .. } = layout;
     let mut pieces: Vec<BoxBody> = Vec::with_capacity(parts.len() * 2 + 1);
     for (head, range) in parts {
         pieces.push(Box::pin(stream::once(async move { Ok(Bytes::from(head)) })));
-        pieces.push(file_range(file.clone(), range.start, range.length));
+        pieces.push(content_range(&content, range.start, range.length));
     }
     pieces.push(Box::pin(stream::once(
         async move { Ok(Bytes::from(trailer)) },
@@ -61,11 +90,15 @@ pub fn multipart(file: Arc<File>, layout: MultipartLayout) -> BoxBody {
 }
 
 /// One access-log line per request, written when the response (including a streamed body) is finished.
+/// It holds only cheap handles (the parsed method and URI, the caller's principal), so a request that is
+/// not logged costs no formatting.
 pub struct AccessLog {
-    pub method: String,
-    pub path: String,
+    pub method: Method,
+    /// The request target as received: still percent-encoded, so it cannot carry a line break into the
+    /// log (the HTTP parser admits only visible ASCII there).
+    pub uri: Uri,
     pub status: u16,
-    pub user: String,
+    pub user: Option<Arc<Principal>>,
     pub started: Instant,
     pub bytes: u64,
     pub completed: bool,
@@ -73,15 +106,19 @@ pub struct AccessLog {
 
 impl AccessLog {
     pub fn write(&self) {
+        if !log::log_enabled!(log::Level::Info) {
+            return;
+        }
         let outcome = if self.completed { "" } else { " (incomplete)" };
+        let user = self.user.as_ref().map_or("-", |p| p.username());
         log::info!(
             "{} {} {} {}B {}ms user={:?}{}",
             self.method,
-            self.path,
+            self.uri.path(),
             self.status,
             self.bytes,
             self.started.elapsed().as_millis(),
-            self.user,
+            user,
             outcome
         );
     }
@@ -129,7 +166,11 @@ impl Stream for Metered {
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => {
-                log::warn!("{} {}: body aborted: {e}", this.log.method, this.log.path);
+                log::warn!(
+                    "{} {}: body aborted: {e}",
+                    this.log.method,
+                    this.log.uri.path()
+                );
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {

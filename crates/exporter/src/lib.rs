@@ -14,6 +14,7 @@ pub mod config;
 pub mod headers;
 pub mod listing;
 pub mod metrics;
+pub mod offload;
 pub mod paths;
 pub mod range;
 pub mod routes;

@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,18 +20,22 @@ use actix_web::rt::net::TcpStream;
 use actix_web::{App, HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use anyhow::Context as _;
 use bytes::Bytes;
+use bytes::BytesMut;
 use futures::stream;
 use sha2::Digest;
 
 use crate::activity::{Activity, renew_lease};
 use crate::auth::{Auth, AuthError, PeerCert, REALM_CHALLENGE};
 use crate::block::BlockVolume;
-use crate::body::{AccessLog, BoxBody, Metered, file_range, multipart};
-use crate::conditional::{Conditions, Decision, Validators, evaluate, format_http_date};
+use crate::body::{AccessLog, BoxBody, Content, Metered, content_range, multipart};
+use crate::conditional::{Conditions, Decision, Validators, evaluate};
 use crate::config::{Config, Mode};
-use crate::headers::{content_disposition, content_type_for, file_etag, permissions, rfc3339};
+use crate::headers::{
+    content_type_for, write_content_disposition, write_http_date, write_permissions, write_rfc3339,
+};
 use crate::listing::{self, encode_item};
-use crate::metrics::Metrics;
+use crate::metrics::{MethodLabel, Metrics};
+use crate::offload::Offload;
 use crate::paths::{PathError, VolumePath, parse_volume_path};
 use crate::range::{RangePlan, multipart_layout, plan};
 use crate::routes::{FileQuery, Route, parse_query, route};
@@ -44,6 +49,9 @@ pub const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// Bounds one listing batch so a huge directory streams out steadily.
 const LISTING_BATCH_BYTES: usize = 64 * 1024;
+/// Files up to this size are read whole in the step that opens them and sent with their headers in
+/// one write: one TLS record and one TCP segment for the typical small file, no thread-pool hop.
+pub const SMALL_FILE_BYTES: u64 = 64 * 1024;
 
 pub enum Source {
     Filesystem(Arc<FsVolume>),
@@ -57,6 +65,7 @@ pub struct State {
     pub auth: Auth,
     pub metrics: Arc<Metrics>,
     pub activity: Arc<Activity>,
+    pub offload: Offload,
 }
 
 /// An error answered as `text/plain`, the shape the d8 client shows to its user verbatim.
@@ -155,6 +164,8 @@ struct Reply {
     builder: HttpResponseBuilder,
     status: StatusCode,
     body: Body,
+    /// Header values are written here and split off, so all values of one response share one buffer.
+    scratch: BytesMut,
 }
 
 impl Reply {
@@ -163,24 +174,40 @@ impl Reply {
             builder: HttpResponse::build(status),
             status,
             body: Body::Empty,
+            scratch: BytesMut::with_capacity(384),
         }
     }
 
-    fn header(mut self, name: HeaderName, value: impl AsRef<str>) -> Reply {
-        if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
-            self.builder.insert_header((name, v));
-        }
+    fn header_static(&mut self, name: HeaderName, value: &'static str) -> &mut Reply {
+        self.builder
+            .insert_header((name, HeaderValue::from_static(value)));
         self
     }
 
-    fn status(mut self, status: StatusCode) -> Reply {
+    /// A value written by `f`, returned too; not sent if it is not a valid header value (as before,
+    /// when values were parsed from strings).
+    fn header_with(&mut self, name: HeaderName, f: impl FnOnce(&mut BytesMut)) -> Bytes {
+        f(&mut self.scratch);
+        let value = self.scratch.split().freeze();
+        if let Ok(v) = HeaderValue::from_maybe_shared(value.clone()) {
+            self.builder.insert_header((name, v));
+        }
+        value
+    }
+
+    fn header(&mut self, name: HeaderName, value: &str) {
+        self.header_with(name, |b| b.extend_from_slice(value.as_bytes()));
+    }
+
+    fn status(&mut self, status: StatusCode) -> &mut Reply {
         self.builder.status(status);
         self.status = status;
         self
     }
 
-    fn text(status: StatusCode, content_type: &str, text: String) -> Reply {
-        let mut r = Reply::new(status).header(header::CONTENT_TYPE, content_type);
+    fn text(status: StatusCode, content_type: &'static str, text: String) -> Reply {
+        let mut r = Reply::new(status);
+        r.header_static(header::CONTENT_TYPE, content_type);
         r.body = Body::Text(text);
         r
     }
@@ -190,23 +217,22 @@ impl Reply {
             e.status,
             "text/plain; charset=utf-8",
             format!("{}\n", e.message),
-        )
-        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+        );
+        r.header_static(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
         for (k, v) in e.headers {
-            r = r.header(k, v);
+            r.header(k, &v);
         }
         r
     }
 }
 
 pub async fn handle(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
-    let started = Instant::now();
     let mut log = AccessLog {
-        method: req.method().to_string(),
-        path: req.uri().path().to_string(),
+        method: req.method().clone(),
+        uri: req.uri().clone(),
         status: 0,
-        user: "-".into(),
-        started,
+        user: None,
+        started: Instant::now(),
         bytes: 0,
         completed: false,
     };
@@ -229,9 +255,12 @@ fn finish(
         mut builder,
         status,
         body,
+        ..
     } = reply;
     log.status = status.as_u16();
-    state.metrics.request(req.method().as_str(), log.status);
+    state
+        .metrics
+        .request(MethodLabel::of(req.method().as_str()), log.status);
     let success = authenticated && status.as_u16() < 400;
     if success {
         state.activity.touch();
@@ -285,7 +314,7 @@ fn finish(
 
 async fn dispatch(
     req: &HttpRequest,
-    state: &State,
+    state: &web::Data<State>,
     log: &mut AccessLog,
     authenticated: &mut bool,
 ) -> Result<Reply, ApiError> {
@@ -346,19 +375,19 @@ async fn dispatch(
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
     let peer = req.conn_data::<PeerCert>();
-    let identity = state
+    let principal = state
         .auth
         .check(authorization, peer)
         .await
         .map_err(ApiError::from_auth)?;
-    log.user = identity.username;
+    log.user = Some(principal);
     *authenticated = true;
 
     match (r, &state.source) {
         (Route::Files(rest), Source::Filesystem(fs)) => {
             serve_files(req, state, fs.clone(), rest).await
         }
-        (Route::Block(rest), Source::Block(b)) => serve_block(req, b.clone(), rest).await,
+        (Route::Block(rest), Source::Block(b)) => serve_block(req, state, b.clone(), rest).await,
         (Route::Files(_), Source::Block(_)) => Err(ApiError::bad_request(
             "VolumeMode: Block. Not supported downloading files. Use /api/v1/block",
         )),
@@ -377,46 +406,82 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal("blocking task failed", e))
 }
 
-fn attribute_headers(mut r: Reply, meta: &Meta, kind: &str) -> Reply {
-    r = r.header(HeaderName::from_static("x-type"), kind);
-    r = r.header(
-        HeaderName::from_static("x-attribute-modtime"),
-        rfc3339(meta.mtime),
-    );
-    r = r.header(
-        HeaderName::from_static("x-attribute-uid"),
-        meta.uid.to_string(),
-    );
-    r = r.header(
-        HeaderName::from_static("x-attribute-gid"),
-        meta.gid.to_string(),
-    );
-    r.header(
-        HeaderName::from_static("x-attribute-permissions"),
-        permissions(meta.mode),
-    )
+/// Short file-system steps: inline or on the pool, as [`crate::offload`] decides.
+async fn fs_step<T: Send + 'static>(
+    state: &State,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    state
+        .offload
+        .run(f)
+        .await
+        .map_err(|e| ApiError::internal("blocking task failed", e))
+}
+
+fn attribute_headers(r: &mut Reply, meta: &Meta, kind: &'static str) {
+    r.header_static(HeaderName::from_static("x-type"), kind);
+    r.header_with(HeaderName::from_static("x-attribute-modtime"), |b| {
+        write_rfc3339(b, meta.mtime)
+    });
+    r.header_with(HeaderName::from_static("x-attribute-uid"), |b| {
+        b.extend_from_slice(itoa::Buffer::new().format(meta.uid).as_bytes())
+    });
+    r.header_with(HeaderName::from_static("x-attribute-gid"), |b| {
+        b.extend_from_slice(itoa::Buffer::new().format(meta.gid).as_bytes())
+    });
+    r.header_with(HeaderName::from_static("x-attribute-permissions"), |b| {
+        write_permissions(b, meta.mode)
+    });
+}
+
+/// Opens a path and, for a small file a GET will send, reads it whole in the same step.
+fn open_path(
+    fs: &FsVolume,
+    vp: &VolumePath,
+    read_small: bool,
+) -> Result<(Resolved, Option<Bytes>), VolumeError> {
+    let resolved = fs.resolve(vp)?;
+    let small = match &resolved {
+        Resolved::File(file, meta) if read_small && meta.size <= SMALL_FILE_BYTES => {
+            let len = usize::try_from(meta.size).map_err(io::Error::other)?;
+            match crate::sys::pread_exact(file.as_fd(), 0, len) {
+                Ok(bytes) => Some(bytes),
+                // Shorter than its stat said: it is being rewritten. A retry gets a consistent copy.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(VolumeError::Changed);
+                }
+                Err(e) => return Err(VolumeError::Io(e)),
+            }
+        }
+        _ => None,
+    };
+    Ok((resolved, small))
 }
 
 async fn serve_files(
     req: &HttpRequest,
-    state: &State,
+    state: &web::Data<State>,
     fs: Arc<FsVolume>,
     rest: &str,
 ) -> Result<Reply, ApiError> {
     let vp = parse_volume_path(rest).map_err(ApiError::from_path)?;
     let query = parse_query(req.query_string()).map_err(ApiError::bad_request)?;
-    let resolved = {
+    let read_small = req.method() == Method::GET && !query.tar && !query.md5 && !query.sha256;
+    let (vp, opened) = {
         let fs = fs.clone();
-        let vp = vp.clone();
-        blocking(move || fs.resolve(&vp)).await?
+        fs_step(state, move || {
+            let opened = open_path(&fs, &vp, read_small);
+            (vp, opened)
+        })
+        .await?
     };
-    let resolved = resolved.map_err(|e| ApiError::from_volume(e, &vp))?;
-    let shown = vp.display();
+    let (resolved, small) = opened.map_err(|e| ApiError::from_volume(e, &vp))?;
     match resolved {
         Resolved::File(file, meta) => {
             if vp.trailing_slash {
                 return Err(ApiError::bad_request(format!(
-                    "{shown} is a file, not a directory: request it without the trailing '/'"
+                    "{} is a file, not a directory: request it without the trailing '/'",
+                    vp.display()
                 )));
             }
             if query.tar {
@@ -424,12 +489,17 @@ async fn serve_files(
                     "format=tar applies to directories (paths ending in '/'), not to files",
                 ));
             }
-            serve_file(req, file, meta, &vp, &query).await
+            let content = match small {
+                Some(bytes) => Content::Memory(bytes),
+                None => Content::File(Arc::new(file)),
+            };
+            serve_file(req, content, meta, &vp, &query).await
         }
         Resolved::Dir(fd, meta) => {
             if !vp.trailing_slash {
                 return Err(ApiError::bad_request(format!(
-                    "{shown} is a directory: add a trailing '/' to list it (or '/?format=tar' to download it as one tar)"
+                    "{} is a directory: add a trailing '/' to list it (or '/?format=tar' to download it as one tar)",
+                    vp.display()
                 )));
             }
             if query.md5 || query.sha256 {
@@ -440,11 +510,12 @@ async fn serve_files(
             if query.tar {
                 serve_tar(req, state, fd, meta, &vp)
             } else {
-                serve_listing(req, fs, fd, meta, &vp)
+                serve_listing(req, state, fs, fd, meta, &vp)
             }
         }
         Resolved::Other(meta) => Err(ApiError::bad_request(format!(
-            "{shown} is a {}; special files are listed but never served",
+            "{} is a {}; special files are listed but never served",
+            vp.display(),
             meta.kind_name()
         ))),
     }
@@ -483,43 +554,66 @@ fn hash_file(
 
 async fn serve_file(
     req: &HttpRequest,
-    file: File,
+    content: Content,
     meta: Meta,
     vp: &VolumePath,
     query: &FileQuery,
 ) -> Result<Reply, ApiError> {
-    let file = Arc::new(file);
-    let name = vp.file_name().unwrap_or(b"file").to_vec();
-    let mut r = attribute_headers(Reply::new(StatusCode::OK), &meta, "file");
-    if query.md5 || query.sha256 {
+    let name = vp.file_name().unwrap_or(b"file");
+    let mut r = Reply::new(StatusCode::OK);
+    attribute_headers(&mut r, &meta, "file");
+    if let (true, Content::File(file)) = (query.md5 || query.sha256, &content) {
         let f = file.clone();
         let (want_md5, want_sha) = (query.md5, query.sha256);
         let (md5, sha) = blocking(move || hash_file(&f, meta.size, want_md5, want_sha))
             .await?
             .map_err(|e| ApiError::internal("hashing failed", e))?;
         if let Some(h) = md5 {
-            r = r.header(HeaderName::from_static("x-attribute-hash-md5"), h);
+            r.header(HeaderName::from_static("x-attribute-hash-md5"), &h);
         }
         if let Some(h) = sha {
-            r = r.header(HeaderName::from_static("x-attribute-hash-sha256"), h);
+            r.header(HeaderName::from_static("x-attribute-hash-sha256"), &h);
         }
     }
     let info = ContentInfo {
         size: meta.size,
-        etag: file_etag(meta.dev, meta.ino, meta.size, meta.mtime, meta.mtime_nsec),
+        etag: Validator::File(meta),
         last_modified: Some(meta.mtime),
-        content_type: content_type_for(&name),
-        disposition: content_disposition(&name),
+        content_type: content_type_for(name),
+        file_name: name,
     };
-    content(req, r, info, file)
+    content_reply(req, r, info, content)
 }
 
-struct ContentInfo {
+/// The strong validator of a response, formatted only into the response's own header buffer.
+enum Validator<'a> {
+    /// Any change of identity, size or mtime (to the nanosecond) changes it.
+    File(Meta),
+    Text(&'a str),
+}
+
+impl Validator<'_> {
+    fn write(&self, out: &mut BytesMut) {
+        use std::fmt::Write as _;
+        match self {
+            Validator::File(m) => {
+                let _ = write!(
+                    out,
+                    "\"{:x}-{:x}-{:x}-{:x}.{:x}\"",
+                    m.dev, m.ino, m.size, m.mtime, m.mtime_nsec
+                );
+            }
+            Validator::Text(t) => out.extend_from_slice(t.as_bytes()),
+        }
+    }
+}
+
+struct ContentInfo<'a> {
     size: u64,
-    etag: String,
+    etag: Validator<'a>,
     last_modified: Option<i64>,
-    content_type: String,
-    disposition: String,
+    content_type: &'static str,
+    file_name: &'a [u8],
 }
 
 static BOUNDARY_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -535,11 +629,11 @@ fn boundary() -> String {
 }
 
 /// Conditional requests and ranges over a positional-read source, as Go's `http.ServeContent`.
-fn content(
+fn content_reply(
     req: &HttpRequest,
     mut r: Reply,
-    info: ContentInfo,
-    file: Arc<File>,
+    info: ContentInfo<'_>,
+    content: Content,
 ) -> Result<Reply, ApiError> {
     let h = |name: HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
     let conditions = Conditions {
@@ -549,20 +643,24 @@ fn content(
         if_modified_since: h(header::IF_MODIFIED_SINCE),
         if_range: h(header::IF_RANGE),
     };
+    let etag = r.header_with(header::ETAG, |b| info.etag.write(b));
     let validators = Validators {
-        etag: Some(&info.etag),
+        etag: std::str::from_utf8(&etag).ok(),
         last_modified: info.last_modified,
     };
-    r = r
-        .header(header::ETAG, &info.etag)
-        .header(header::ACCEPT_RANGES, "bytes");
+    r.header_static(header::ACCEPT_RANGES, "bytes");
     let decision = evaluate(&conditions, &validators);
     if decision == Decision::NotModified {
         // As Go: a 304 keeps the validator but drops Last-Modified when an ETag exists.
-        return Ok(r.status(StatusCode::NOT_MODIFIED));
+        r.status(StatusCode::NOT_MODIFIED);
+        return Ok(r);
     }
     if let Some(lm) = info.last_modified {
-        r = r.header(header::LAST_MODIFIED, format_http_date(lm));
+        let mut date = [0u8; 29];
+        let mut out = &mut date[..];
+        if write_http_date(&mut out, lm) {
+            r.header_with(header::LAST_MODIFIED, |b| b.extend_from_slice(&date));
+        }
     }
     let Decision::Proceed { use_range } = decision else {
         return Err(ApiError::new(
@@ -570,7 +668,9 @@ fn content(
             "precondition failed",
         ));
     };
-    r = r.header(header::CONTENT_DISPOSITION, &info.disposition);
+    r.header_with(header::CONTENT_DISPOSITION, |b| {
+        write_content_disposition(b, info.file_name)
+    });
     let range_header = if use_range {
         req.headers().get(header::RANGE)
     } else {
@@ -586,25 +686,26 @@ fn content(
     let size = info.size;
     match plan(range_text, size) {
         RangePlan::Full => {
-            r = r.header(header::CONTENT_TYPE, &info.content_type);
-            r.body = Body::Sized(size, file_range(file, 0, size));
+            r.header_static(header::CONTENT_TYPE, info.content_type);
+            r.body = Body::Sized(size, content_range(&content, 0, size));
             Ok(r)
         }
         RangePlan::Single(range) => {
-            r = r
-                .status(StatusCode::PARTIAL_CONTENT)
-                .header(header::CONTENT_TYPE, &info.content_type)
-                .header(header::CONTENT_RANGE, range.content_range(size));
-            r.body = Body::Sized(range.length, file_range(file, range.start, range.length));
+            r.status(StatusCode::PARTIAL_CONTENT);
+            r.header_static(header::CONTENT_TYPE, info.content_type);
+            r.header(header::CONTENT_RANGE, &range.content_range(size));
+            r.body = Body::Sized(
+                range.length,
+                content_range(&content, range.start, range.length),
+            );
             Ok(r)
         }
         RangePlan::Multi(ranges) => {
-            let layout = multipart_layout(&ranges, size, &info.content_type, &boundary());
-            r = r
-                .status(StatusCode::PARTIAL_CONTENT)
-                .header(header::CONTENT_TYPE, &layout.content_type);
+            let layout = multipart_layout(&ranges, size, info.content_type, &boundary());
+            r.status(StatusCode::PARTIAL_CONTENT);
+            r.header(header::CONTENT_TYPE, &layout.content_type);
             let total = layout.total_length;
-            r.body = Body::Sized(total, multipart(file, layout));
+            r.body = Body::Sized(total, multipart(content, layout));
             Ok(r)
         }
         RangePlan::Unsatisfiable => Err(ApiError::new(
@@ -621,70 +722,65 @@ fn content(
 
 fn serve_listing(
     req: &HttpRequest,
+    state: &web::Data<State>,
     fs: Arc<FsVolume>,
     fd: std::os::fd::OwnedFd,
     meta: Meta,
     vp: &VolumePath,
 ) -> Result<Reply, ApiError> {
-    let mut r = attribute_headers(Reply::new(StatusCode::OK), &meta, "dir")
-        .header(header::CONTENT_TYPE, "application/json");
+    let mut r = Reply::new(StatusCode::OK);
+    attribute_headers(&mut r, &meta, "dir");
+    r.header_static(header::CONTENT_TYPE, "application/json");
     if req.method() == Method::HEAD {
         r.body = Body::Chunked(Box::pin(stream::empty()));
         return Ok(r);
     }
     let reader = DirReader::new(fd, vp).map_err(|e| ApiError::from_volume(e, vp))?;
-    let prefix = vp.uri_prefix();
-    let shown = vp.display();
-    // State: (reader, next item is the first, head already sent). `None` ends the stream.
-    let start = Some((reader, true, false));
-    let body = stream::unfold(start, move |state| {
+    let prefix: Arc<str> = vp.uri_prefix().into();
+    let shown: Arc<str> = vp.display().into();
+    let state = state.clone();
+    // State: (reader, the next item is the first one). `None` ends the stream. The document head goes
+    // out with the first batch, so a small directory is one chunk.
+    let start = Some((reader, true));
+    let body = stream::unfold(start, move |cursor| {
         let fs = fs.clone();
         let prefix = prefix.clone();
         let shown = shown.clone();
+        let state = state.clone();
         async move {
-            let (mut reader, mut first, started) = state?;
-            if !started {
-                return Some((
-                    Ok(Bytes::from_static(listing::HEAD)),
-                    Some((reader, first, true)),
-                ));
-            }
-            let batch = tokio::task::spawn_blocking(move || {
-                let mut buf = Vec::with_capacity(LISTING_BATCH_BYTES + 1024);
-                let mut done = false;
-                while buf.len() < LISTING_BATCH_BYTES {
-                    match reader.next_entry(&fs) {
-                        None => {
-                            done = true;
-                            break;
-                        }
-                        Some(Ok(entry)) => {
-                            if encode_item(&mut buf, &prefix, &entry, first).is_ok() {
-                                first = false;
+            let (mut reader, mut first) = cursor?;
+            let batch = state
+                .offload
+                .run(move || {
+                    let mut buf = Vec::with_capacity(LISTING_BATCH_BYTES + 1024);
+                    if first {
+                        buf.extend_from_slice(listing::HEAD);
+                    }
+                    let mut done = false;
+                    while buf.len() < LISTING_BATCH_BYTES {
+                        match reader.next_with(&fs, |e| encode_item(&mut buf, &prefix, e, first)) {
+                            None => {
+                                done = true;
+                                break;
+                            }
+                            Some(Ok(())) => first = false,
+                            Some(Err(e)) => {
+                                return Err(io::Error::other(format!(
+                                    "reading directory {shown:?}: {e}"
+                                )));
                             }
                         }
-                        Some(Err(e)) => {
-                            return Err(io::Error::other(format!(
-                                "reading directory {shown}: {e}"
-                            )));
-                        }
                     }
-                }
-                if done {
-                    buf.extend_from_slice(listing::TAIL);
-                }
-                Ok((reader, buf, first, done))
-            })
-            .await;
-            match batch {
-                Ok(Ok((reader, buf, first, done))) => Some((
-                    Ok(Bytes::from(buf)),
                     if done {
-                        None
-                    } else {
-                        Some((reader, first, true))
-                    },
-                )),
+                        buf.extend_from_slice(listing::TAIL);
+                    }
+                    Ok((reader, buf, first, done))
+                })
+                .await;
+            match batch {
+                Ok(Ok((reader, buf, first, done))) => {
+                    Some((Ok(Bytes::from(buf)), (!done).then_some((reader, first))))
+                }
                 Ok(Err(e)) => Some((Err(e), None)),
                 Err(e) => Some((Err(io::Error::other(e)), None)),
             }
@@ -707,9 +803,12 @@ fn serve_tar(
     };
     let mut name = base;
     name.extend_from_slice(b".tar");
-    let mut r = attribute_headers(Reply::new(StatusCode::OK), &meta, "dir")
-        .header(header::CONTENT_TYPE, "application/x-tar")
-        .header(header::CONTENT_DISPOSITION, content_disposition(&name));
+    let mut r = Reply::new(StatusCode::OK);
+    attribute_headers(&mut r, &meta, "dir");
+    r.header_static(header::CONTENT_TYPE, "application/x-tar");
+    r.header_with(header::CONTENT_DISPOSITION, |b| {
+        write_content_disposition(b, &name)
+    });
     if req.method() == Method::HEAD {
         r.body = Body::Chunked(Box::pin(stream::empty()));
         return Ok(r);
@@ -734,6 +833,7 @@ fn serve_tar(
 
 async fn serve_block(
     req: &HttpRequest,
+    state: &State,
     blk: Arc<BlockVolume>,
     rest: &str,
 ) -> Result<Reply, ApiError> {
@@ -744,19 +844,24 @@ async fn serve_block(
     }
     let size = {
         let blk = blk.clone();
-        blocking(move || blk.size())
+        fs_step(state, move || blk.size())
             .await?
             .map_err(|e| ApiError::internal("cannot read the device size", e))?
     };
-    let r = Reply::new(StatusCode::OK);
+    let etag = blk.etag(size);
     let info = ContentInfo {
         size,
-        etag: blk.etag(size),
+        etag: Validator::Text(&etag),
         last_modified: None,
-        content_type: "application/octet-stream".into(),
-        disposition: content_disposition(b"data.img"),
+        content_type: "application/octet-stream",
+        file_name: b"data.img",
     };
-    content(req, r, info, blk.file())
+    content_reply(
+        req,
+        Reply::new(StatusCode::OK),
+        info,
+        Content::File(blk.file()),
+    )
 }
 
 fn init_source(cfg: &Config) -> anyhow::Result<Source> {
@@ -833,6 +938,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         auth,
         metrics,
         activity,
+        offload: Offload::new(cfg.slow_fs_step),
     });
 
     let listener = TcpListener::bind(SocketAddr::new(cfg.address, cfg.port))
