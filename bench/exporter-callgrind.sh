@@ -55,11 +55,8 @@ openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/key.pem" -out "$work/ce
   -subj /CN=localhost -addext "subjectAltName=IP:127.0.0.1" 2>/dev/null
 port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 
-# Under valgrind every step is ~50x slower; the raised --slow-fs-step keeps the exporter on the path
-# it takes on a normal machine (short steps inline) instead of reacting to valgrind's slowness.
 args=(--mode filesystem --source "$work/data" --address 127.0.0.1 --port "$port"
   --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" --log-level warn)
-if "$exporter" --help | grep -q -- --slow-fs-step; then args+=(--slow-fs-step 1s); fi
 client=("$work/d8client" -cacert "$work/cert.pem" -mode files -conns 1 -url "https://127.0.0.1:$port/api/v1/files/small/")
 if [ "$AUTH" = 1 ]; then
   # shellcheck disable=SC1091

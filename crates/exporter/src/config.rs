@@ -55,11 +55,11 @@ pub struct Config {
     pub log_level: String,
     #[arg(long, env = "SVDM_AUTH_CACHE_TTL", default_value = "10s", value_parser = parse_duration)]
     pub auth_cache_ttl: Duration,
-    /// Short file-system steps (open, stat, small reads, listing batches) run on the connection's
-    /// worker while each takes at most this long; after a slower one they go to the thread pool for a
-    /// while. 0 always uses the pool.
-    #[arg(long, env = "SVDM_SLOW_FS_STEP", default_value = "2ms", value_parser = parse_duration)]
-    pub slow_fs_step: Duration,
+    /// Run short file-system steps (resolving a path, reading a small file) on the connection's worker
+    /// when the kernel can answer from its caches, instead of always on the thread pool. Off by
+    /// itself on network and FUSE file systems and on kernels before 5.12.
+    #[arg(long, env = "SVDM_INLINE_FS_STEPS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub inline_fs_steps: bool,
     /// Serve without authentication. Only for benchmarks and tests without a cluster.
     #[arg(long, env = "SVDM_NO_AUTH")]
     pub no_auth: bool,

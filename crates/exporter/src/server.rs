@@ -35,7 +35,7 @@ use crate::headers::{
 };
 use crate::listing::{self, encode_item};
 use crate::metrics::{MethodLabel, Metrics};
-use crate::offload::Offload;
+use crate::offload::{IoMode, Offload, WouldBlock};
 use crate::paths::{PathError, VolumePath, parse_volume_path};
 use crate::range::{RangePlan, multipart_layout, plan};
 use crate::routes::{FileQuery, Route, parse_query, route};
@@ -121,6 +121,7 @@ impl ApiError {
                 format!("{p} changed while being opened; retry"),
             )
             .with_header(header::RETRY_AFTER, "1"),
+            VolumeError::WouldBlock => ApiError::internal("file-system step", "retried inline"),
             VolumeError::Io(err) => {
                 log::error!("I/O error on {p}: {err}");
                 ApiError::new(
@@ -387,7 +388,7 @@ async fn dispatch(
         (Route::Files(rest), Source::Filesystem(fs)) => {
             serve_files(req, state, fs.clone(), rest).await
         }
-        (Route::Block(rest), Source::Block(b)) => serve_block(req, state, b.clone(), rest).await,
+        (Route::Block(rest), Source::Block(b)) => serve_block(req, b.clone(), rest).await,
         (Route::Files(_), Source::Block(_)) => Err(ApiError::bad_request(
             "VolumeMode: Block. Not supported downloading files. Use /api/v1/block",
         )),
@@ -406,14 +407,15 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal("blocking task failed", e))
 }
 
-/// Short file-system steps: inline or on the pool, as [`crate::offload`] decides.
+/// A short file-system step: on the worker while the kernel can answer from its caches, else on the
+/// pool (see [`crate::offload`]).
 async fn fs_step<T: Send + 'static>(
     state: &State,
-    f: impl FnOnce() -> T + Send + 'static,
+    step: impl Fn(IoMode) -> Result<T, WouldBlock> + Send + 'static,
 ) -> Result<T, ApiError> {
     state
         .offload
-        .run(f)
+        .run(step)
         .await
         .map_err(|e| ApiError::internal("blocking task failed", e))
 }
@@ -439,13 +441,21 @@ fn open_path(
     fs: &FsVolume,
     vp: &VolumePath,
     read_small: bool,
+    mode: IoMode,
 ) -> Result<(Resolved, Option<Bytes>), VolumeError> {
-    let resolved = fs.resolve(vp)?;
+    let resolved = fs.resolve(vp, mode)?;
     let small = match &resolved {
         Resolved::File(file, meta) if read_small && meta.size <= SMALL_FILE_BYTES => {
             let len = usize::try_from(meta.size).map_err(io::Error::other)?;
-            match crate::sys::pread_exact(file.as_fd(), 0, len) {
+            let read = match mode {
+                IoMode::Cached => crate::sys::pread_exact_cached(file.as_fd(), 0, len),
+                IoMode::Blocking => crate::sys::pread_exact(file.as_fd(), 0, len),
+            };
+            match read {
                 Ok(bytes) => Some(bytes),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Err(VolumeError::WouldBlock);
+                }
                 // Shorter than its stat said: it is being rewritten. A retry gets a consistent copy.
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                     return Err(VolumeError::Changed);
@@ -467,11 +477,13 @@ async fn serve_files(
     let vp = parse_volume_path(rest).map_err(ApiError::from_path)?;
     let query = parse_query(req.query_string()).map_err(ApiError::bad_request)?;
     let read_small = req.method() == Method::GET && !query.tar && !query.md5 && !query.sha256;
-    let (vp, opened) = {
-        let fs = fs.clone();
-        fs_step(state, move || {
-            let opened = open_path(&fs, &vp, read_small);
-            (vp, opened)
+    let opened = {
+        let (fs, vp) = (fs.clone(), vp.clone());
+        fs_step(state, move |mode| {
+            match open_path(&fs, &vp, read_small, mode) {
+                Err(VolumeError::WouldBlock) => Err(WouldBlock),
+                other => Ok(other),
+            }
         })
         .await?
     };
@@ -510,7 +522,7 @@ async fn serve_files(
             if query.tar {
                 serve_tar(req, state, fd, meta, &vp)
             } else {
-                serve_listing(req, state, fs, fd, meta, &vp)
+                serve_listing(req, fs, fd, meta, &vp)
             }
         }
         Resolved::Other(meta) => Err(ApiError::bad_request(format!(
@@ -722,7 +734,6 @@ fn content_reply(
 
 fn serve_listing(
     req: &HttpRequest,
-    state: &web::Data<State>,
     fs: Arc<FsVolume>,
     fd: std::os::fd::OwnedFd,
     meta: Meta,
@@ -738,7 +749,6 @@ fn serve_listing(
     let reader = DirReader::new(fd, vp).map_err(|e| ApiError::from_volume(e, vp))?;
     let prefix: Arc<str> = vp.uri_prefix().into();
     let shown: Arc<str> = vp.display().into();
-    let state = state.clone();
     // State: (reader, the next item is the first one). `None` ends the stream. The document head goes
     // out with the first batch, so a small directory is one chunk.
     let start = Some((reader, true));
@@ -746,37 +756,34 @@ fn serve_listing(
         let fs = fs.clone();
         let prefix = prefix.clone();
         let shown = shown.clone();
-        let state = state.clone();
         async move {
             let (mut reader, mut first) = cursor?;
-            let batch = state
-                .offload
-                .run(move || {
-                    let mut buf = Vec::with_capacity(LISTING_BATCH_BYTES + 1024);
-                    if first {
-                        buf.extend_from_slice(listing::HEAD);
-                    }
-                    let mut done = false;
-                    while buf.len() < LISTING_BATCH_BYTES {
-                        match reader.next_with(&fs, |e| encode_item(&mut buf, &prefix, e, first)) {
-                            None => {
-                                done = true;
-                                break;
-                            }
-                            Some(Ok(())) => first = false,
-                            Some(Err(e)) => {
-                                return Err(io::Error::other(format!(
-                                    "reading directory {shown:?}: {e}"
-                                )));
-                            }
+            let batch = tokio::task::spawn_blocking(move || {
+                let mut buf = Vec::with_capacity(LISTING_BATCH_BYTES + 1024);
+                if first {
+                    buf.extend_from_slice(listing::HEAD);
+                }
+                let mut done = false;
+                while buf.len() < LISTING_BATCH_BYTES {
+                    match reader.next_with(&fs, |e| encode_item(&mut buf, &prefix, e, first)) {
+                        None => {
+                            done = true;
+                            break;
+                        }
+                        Some(Ok(())) => first = false,
+                        Some(Err(e)) => {
+                            return Err(io::Error::other(format!(
+                                "reading directory {shown:?}: {e}"
+                            )));
                         }
                     }
-                    if done {
-                        buf.extend_from_slice(listing::TAIL);
-                    }
-                    Ok((reader, buf, first, done))
-                })
-                .await;
+                }
+                if done {
+                    buf.extend_from_slice(listing::TAIL);
+                }
+                Ok((reader, buf, first, done))
+            })
+            .await;
             match batch {
                 Ok(Ok((reader, buf, first, done))) => {
                     Some((Ok(Bytes::from(buf)), (!done).then_some((reader, first))))
@@ -833,7 +840,6 @@ fn serve_tar(
 
 async fn serve_block(
     req: &HttpRequest,
-    state: &State,
     blk: Arc<BlockVolume>,
     rest: &str,
 ) -> Result<Reply, ApiError> {
@@ -842,12 +848,10 @@ async fn serve_block(
             "the block endpoint has no sub-paths; use /api/v1/block",
         ));
     }
-    let size = {
-        let blk = blk.clone();
-        fs_step(state, move || blk.size())
-            .await?
-            .map_err(|e| ApiError::internal("cannot read the device size", e))?
-    };
+    // An ioctl (or a seek) that never waits for the device: no thread-pool hop.
+    let size = blk
+        .size()
+        .map_err(|e| ApiError::internal("cannot read the device size", e))?;
     let etag = blk.etag(size);
     let info = ContentInfo {
         size,
@@ -881,6 +885,10 @@ fn init_source(cfg: &Config) -> anyhow::Result<Source> {
 /// Runs the exporter until SIGTERM/SIGINT. Must be called inside an actix system.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let source = init_source(&cfg)?;
+    let offload = match &source {
+        Source::Filesystem(fs) => Offload::for_volume(fs.root_fd(), cfg.inline_fs_steps),
+        Source::Block(_) => Offload::pool_only(),
+    };
     let metrics = Arc::new(Metrics::new());
     let activity = Arc::new(Activity::default());
 
@@ -938,7 +946,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         auth,
         metrics,
         activity,
-        offload: Offload::new(cfg.slow_fs_step),
+        offload,
     });
 
     let listener = TcpListener::bind(SocketAddr::new(cfg.address, cfg.port))

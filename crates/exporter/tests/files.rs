@@ -452,3 +452,52 @@ fn access_log_has_no_secrets() {
     assert!(!logs.to_lowercase().contains("bearer"));
     let _ = Path::new("/");
 }
+
+/// Short file-system steps run on the worker when the kernel answers from its caches and on the thread
+/// pool otherwise (`--inline-fs-steps=false` forces the pool): both paths answer byte for byte alike,
+/// headers included (a first request for a name the dentry cache has not seen goes the pool way too).
+#[test]
+fn inline_and_pooled_steps_answer_alike() {
+    let t = tree();
+    let inline = Exporter::start(Opts::fs(t.path()));
+    let mut opts = Opts::fs(t.path());
+    opts.args.push("--inline-fs-steps=false".into());
+    let pooled = Exporter::start(opts);
+    let volatile = ["date"];
+    for (target, headers) in [
+        ("/api/v1/files/a.txt", vec![]),
+        ("/api/v1/files/a.txt", vec![("Range", "bytes=2-4")]),
+        ("/api/v1/files/a.txt", vec![("Range", "bytes=0-1,5-6")]),
+        ("/api/v1/files/sub/deeper/x.bin", vec![]),
+        ("/api/v1/files/big.bin", vec![("Range", "bytes=-10")]),
+        ("/api/v1/files/never-seen-before", vec![]),
+        ("/api/v1/files/sub/", vec![]),
+        ("/api/v1/files/sub", vec![]),
+        ("/api/v1/files/empty", vec![]),
+    ] {
+        let a = inline.client().req("GET", target, &headers);
+        let b = pooled.client().req("GET", target, &headers);
+        assert_eq!(a.status, b.status, "{target}");
+        let strip = |r: &Resp| -> Vec<(String, String)> {
+            let mut h: Vec<_> = r
+                .headers
+                .iter()
+                .filter(|(k, _)| !volatile.contains(&k.to_ascii_lowercase().as_str()))
+                .map(|(k, v)| {
+                    // Multipart boundaries are random per response.
+                    let v = v.split("boundary=").next().unwrap_or_default().to_string();
+                    (k.to_ascii_lowercase(), v)
+                })
+                .collect();
+            h.sort();
+            h
+        };
+        assert_eq!(strip(&a), strip(&b), "{target}");
+        if !a
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("multipart/"))
+        {
+            assert_eq!(a.body, b.body, "{target}");
+        }
+    }
+}
