@@ -155,6 +155,9 @@ enum Body {
     /// Plain text (errors, health, metrics).
     Text(String),
     Empty,
+    /// File content already in memory (a small file read whole): written with the headers in one go,
+    /// with none of the streaming machinery, and accounted for when the response is handed over.
+    Bytes(Bytes),
     /// Known length: sent with Content-Length.
     Sized(u64, BoxBody),
     /// Unknown length: chunked.
@@ -278,6 +281,21 @@ fn finish(
             log.completed = true;
             log.write();
             builder.finish()
+        }
+        Body::Bytes(bytes) => {
+            let len = bytes.len() as u64;
+            log.completed = true;
+            if head {
+                log.write();
+                return builder.body(SizedStream::new(
+                    len,
+                    stream::empty::<Result<Bytes, io::Error>>(),
+                ));
+            }
+            log.bytes = len;
+            state.metrics.sent_bytes.inc_by(len);
+            log.write();
+            builder.body(bytes)
         }
         Body::Sized(len, stream) => {
             if head {
@@ -420,20 +438,24 @@ async fn fs_step<T: Send + 'static>(
         .map_err(|e| ApiError::internal("blocking task failed", e))
 }
 
+const X_TYPE: HeaderName = HeaderName::from_static("x-type");
+const X_MODTIME: HeaderName = HeaderName::from_static("x-attribute-modtime");
+const X_UID: HeaderName = HeaderName::from_static("x-attribute-uid");
+const X_GID: HeaderName = HeaderName::from_static("x-attribute-gid");
+const X_PERMISSIONS: HeaderName = HeaderName::from_static("x-attribute-permissions");
+const X_HASH_MD5: HeaderName = HeaderName::from_static("x-attribute-hash-md5");
+const X_HASH_SHA256: HeaderName = HeaderName::from_static("x-attribute-hash-sha256");
+
 fn attribute_headers(r: &mut Reply, meta: &Meta, kind: &'static str) {
-    r.header_static(HeaderName::from_static("x-type"), kind);
-    r.header_with(HeaderName::from_static("x-attribute-modtime"), |b| {
-        write_rfc3339(b, meta.mtime)
-    });
-    r.header_with(HeaderName::from_static("x-attribute-uid"), |b| {
+    r.header_static(X_TYPE, kind);
+    r.header_with(X_MODTIME, |b| write_rfc3339(b, meta.mtime));
+    r.header_with(X_UID, |b| {
         b.extend_from_slice(itoa::Buffer::new().format(meta.uid).as_bytes())
     });
-    r.header_with(HeaderName::from_static("x-attribute-gid"), |b| {
+    r.header_with(X_GID, |b| {
         b.extend_from_slice(itoa::Buffer::new().format(meta.gid).as_bytes())
     });
-    r.header_with(HeaderName::from_static("x-attribute-permissions"), |b| {
-        write_permissions(b, meta.mode)
-    });
+    r.header_with(X_PERMISSIONS, |b| write_permissions(b, meta.mode));
 }
 
 /// Opens a path and, for a small file a GET will send, reads it whole in the same step.
@@ -581,10 +603,10 @@ async fn serve_file(
             .await?
             .map_err(|e| ApiError::internal("hashing failed", e))?;
         if let Some(h) = md5 {
-            r.header(HeaderName::from_static("x-attribute-hash-md5"), &h);
+            r.header(X_HASH_MD5, &h);
         }
         if let Some(h) = sha {
-            r.header(HeaderName::from_static("x-attribute-hash-sha256"), &h);
+            r.header(X_HASH_SHA256, &h);
         }
     }
     let info = ContentInfo {
@@ -638,6 +660,22 @@ fn boundary() -> String {
         .unwrap_or(0);
     let digest = sha2::Sha256::digest(format!("{t}-{n}-{}", std::process::id()).as_bytes());
     hex::encode(&digest[..15])
+}
+
+/// `length` bytes of `content` from `start` as a response body.
+fn body_of(content: &Content, start: u64, length: u64) -> Body {
+    match content {
+        Content::Memory(bytes) => {
+            let from = usize::try_from(start)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            let to = usize::try_from(start.saturating_add(length))
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            Body::Bytes(bytes.slice(from..to))
+        }
+        Content::File(_) => Body::Sized(length, content_range(content, start, length)),
+    }
 }
 
 /// Conditional requests and ranges over a positional-read source, as Go's `http.ServeContent`.
@@ -699,17 +737,14 @@ fn content_reply(
     match plan(range_text, size) {
         RangePlan::Full => {
             r.header_static(header::CONTENT_TYPE, info.content_type);
-            r.body = Body::Sized(size, content_range(&content, 0, size));
+            r.body = body_of(&content, 0, size);
             Ok(r)
         }
         RangePlan::Single(range) => {
             r.status(StatusCode::PARTIAL_CONTENT);
             r.header_static(header::CONTENT_TYPE, info.content_type);
             r.header(header::CONTENT_RANGE, &range.content_range(size));
-            r.body = Body::Sized(
-                range.length,
-                content_range(&content, range.start, range.length),
-            );
+            r.body = body_of(&content, range.start, range.length);
             Ok(r)
         }
         RangePlan::Multi(ranges) => {
