@@ -12,7 +12,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures::stream::{self, Stream, StreamExt};
 
-use actix_web::http::{Method, Uri};
+use actix_http::{Method, Uri};
 
 use crate::activity::Activity;
 use crate::auth::Principal;

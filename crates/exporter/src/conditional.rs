@@ -3,7 +3,7 @@
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use actix_web::http::header::HttpDate;
+use actix_http::header::HttpDate;
 
 /// The request's conditional headers, raw.
 #[derive(Debug, Default, Clone, Copy)]

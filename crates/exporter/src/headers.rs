@@ -262,7 +262,7 @@ mod tests {
             );
             if s >= 0 {
                 let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(s as u64);
-                let general = actix_web::http::header::HttpDate::from(t).to_string();
+                let general = actix_http::header::HttpDate::from(t).to_string();
                 assert_eq!(http_date(s).as_deref(), Some(general.as_str()), "{s}");
             }
         }

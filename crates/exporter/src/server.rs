@@ -9,15 +9,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use actix_http::{Extensions, HttpService, KeepAlive};
-use actix_service::map_config;
+use actix_http::body::{BodyStream, BoxBody as HttpBody, MessageBody, SizedStream};
+use actix_http::header::{self, HeaderName, HeaderValue};
+use actix_http::{
+    Extensions, HttpMessage, HttpService, KeepAlive, Request, Response, ResponseBuilder,
+};
+use actix_http::{Method, StatusCode};
+use actix_service::fn_service;
 use actix_tls::accept::openssl::TlsStream;
-use actix_web::body::{BodyStream, SizedStream};
-use actix_web::dev::AppConfig;
-use actix_web::http::header::{self, HeaderName, HeaderValue};
-use actix_web::http::{Method, StatusCode};
-use actix_web::rt::net::TcpStream;
-use actix_web::{App, HttpRequest, HttpResponse, HttpResponseBuilder, web};
+use actix_rt::net::TcpStream;
 use anyhow::Context as _;
 use bytes::Bytes;
 use bytes::BytesMut;
@@ -165,7 +165,7 @@ enum Body {
 }
 
 struct Reply {
-    builder: HttpResponseBuilder,
+    builder: ResponseBuilder,
     status: StatusCode,
     body: Body,
     /// Header values are written here and split off, so all values of one response share one buffer.
@@ -175,7 +175,7 @@ struct Reply {
 impl Reply {
     fn new(status: StatusCode) -> Reply {
         Reply {
-            builder: HttpResponse::build(status),
+            builder: Response::build(status),
             status,
             body: Body::Empty,
             scratch: BytesMut::with_capacity(384),
@@ -230,7 +230,10 @@ impl Reply {
     }
 }
 
-pub async fn handle(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+/// Shared by every worker's service.
+pub type SharedState = Arc<State>;
+
+pub async fn handle(req: Request, state: SharedState) -> Response<HttpBody> {
     let mut log = AccessLog {
         method: req.method().clone(),
         uri: req.uri().clone(),
@@ -249,12 +252,12 @@ pub async fn handle(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
 }
 
 fn finish(
-    req: &HttpRequest,
+    req: &Request,
     state: &State,
     reply: Reply,
     mut log: AccessLog,
     authenticated: bool,
-) -> HttpResponse {
+) -> Response<HttpBody> {
     let Reply {
         mut builder,
         status,
@@ -270,70 +273,61 @@ fn finish(
         state.activity.touch();
     }
     let head = req.method() == Method::HEAD;
+    let empty = || stream::empty::<Result<Bytes, io::Error>>();
     match body {
         Body::Text(text) => {
             log.bytes = if head { 0 } else { text.len() as u64 };
             log.completed = true;
             log.write();
-            builder.body(text)
+            boxed(builder.body(text))
         }
         Body::Empty => {
             log.completed = true;
             log.write();
-            builder.finish()
+            boxed(builder.finish())
         }
         Body::Bytes(bytes) => {
             let len = bytes.len() as u64;
             log.completed = true;
             if head {
                 log.write();
-                return builder.body(SizedStream::new(
-                    len,
-                    stream::empty::<Result<Bytes, io::Error>>(),
-                ));
+                return boxed(builder.body(SizedStream::new(len, empty())));
             }
             log.bytes = len;
             state.metrics.sent_bytes.inc_by(len);
             log.write();
-            builder.body(bytes)
+            boxed(builder.body(bytes))
         }
         Body::Sized(len, stream) => {
             if head {
                 log.completed = true;
                 log.write();
-                builder.body(SizedStream::new(
-                    len,
-                    stream::empty::<Result<Bytes, io::Error>>(),
-                ))
-            } else {
-                let activity = success.then(|| state.activity.clone());
-                builder.body(SizedStream::new(
-                    len,
-                    Metered::new(stream, state.metrics.clone(), activity, log),
-                ))
+                return boxed(builder.body(SizedStream::new(len, empty())));
             }
+            let activity = success.then(|| state.activity.clone());
+            let metered = Metered::new(stream, state.metrics.clone(), activity, log);
+            boxed(builder.body(SizedStream::new(len, metered)))
         }
         Body::Chunked(stream) => {
             if head {
                 log.completed = true;
                 log.write();
-                builder.body(BodyStream::new(stream::empty::<Result<Bytes, io::Error>>()))
-            } else {
-                let activity = success.then(|| state.activity.clone());
-                builder.body(BodyStream::new(Metered::new(
-                    stream,
-                    state.metrics.clone(),
-                    activity,
-                    log,
-                )))
+                return boxed(builder.body(BodyStream::new(empty())));
             }
+            let activity = success.then(|| state.activity.clone());
+            let metered = Metered::new(stream, state.metrics.clone(), activity, log);
+            boxed(builder.body(BodyStream::new(metered)))
         }
     }
 }
 
+fn boxed<B: MessageBody + 'static>(r: Response<B>) -> Response<HttpBody> {
+    r.map_into_boxed_body()
+}
+
 async fn dispatch(
-    req: &HttpRequest,
-    state: &web::Data<State>,
+    req: &Request,
+    state: &SharedState,
     log: &mut AccessLog,
     authenticated: &mut bool,
 ) -> Result<Reply, ApiError> {
@@ -491,13 +485,13 @@ fn open_path(
 }
 
 async fn serve_files(
-    req: &HttpRequest,
-    state: &web::Data<State>,
+    req: &Request,
+    state: &SharedState,
     fs: Arc<FsVolume>,
     rest: &str,
 ) -> Result<Reply, ApiError> {
     let vp = parse_volume_path(rest).map_err(ApiError::from_path)?;
-    let query = parse_query(req.query_string()).map_err(ApiError::bad_request)?;
+    let query = parse_query(req.uri().query().unwrap_or("")).map_err(ApiError::bad_request)?;
     let read_small = req.method() == Method::GET && !query.tar && !query.md5 && !query.sha256;
     let opened = {
         let (fs, vp) = (fs.clone(), vp.clone());
@@ -587,7 +581,7 @@ fn hash_file(
 }
 
 async fn serve_file(
-    req: &HttpRequest,
+    req: &Request,
     content: Content,
     meta: Meta,
     vp: &VolumePath,
@@ -680,7 +674,7 @@ fn body_of(content: &Content, start: u64, length: u64) -> Body {
 
 /// Conditional requests and ranges over a positional-read source, as Go's `http.ServeContent`.
 fn content_reply(
-    req: &HttpRequest,
+    req: &Request,
     mut r: Reply,
     info: ContentInfo<'_>,
     content: Content,
@@ -768,7 +762,7 @@ fn content_reply(
 }
 
 fn serve_listing(
-    req: &HttpRequest,
+    req: &Request,
     fs: Arc<FsVolume>,
     fd: std::os::fd::OwnedFd,
     meta: Meta,
@@ -833,7 +827,7 @@ fn serve_listing(
 }
 
 fn serve_tar(
-    req: &HttpRequest,
+    req: &Request,
     state: &State,
     fd: std::os::fd::OwnedFd,
     meta: Meta,
@@ -873,11 +867,7 @@ fn serve_tar(
     Ok(r)
 }
 
-async fn serve_block(
-    req: &HttpRequest,
-    blk: Arc<BlockVolume>,
-    rest: &str,
-) -> Result<Reply, ApiError> {
+async fn serve_block(req: &Request, blk: Arc<BlockVolume>, rest: &str) -> Result<Reply, ApiError> {
     if !rest.is_empty() && rest != "/" {
         return Err(ApiError::bad_request(
             "the block endpoint has no sub-paths; use /api/v1/block",
@@ -951,7 +941,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         (Some(c), Some(ns), Some(name)) => {
             let holder = std::env::var("POD_NAME")
                 .unwrap_or_else(|_| format!("svdm-exporter-{}", cfg.export_name));
-            actix_web::rt::spawn(renew_lease(
+            actix_rt::spawn(renew_lease(
                 activity.clone(),
                 c.clone(),
                 ns.clone(),
@@ -971,10 +961,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         client_ca: cfg.client_ca.clone(),
     };
     let tls = TlsReloader::new(files).context("cannot load TLS certificate")?;
-    actix_web::rt::spawn(tls.clone().watch(Duration::from_secs(2)));
+    actix_rt::spawn(tls.clone().watch(Duration::from_secs(2)));
     let acceptor = tls.acceptor().context("cannot build TLS acceptor")?;
 
-    let state = web::Data::new(State {
+    let state: SharedState = Arc::new(State {
         source,
         prefix: format!("/{}/{}", cfg.export_namespace, cfg.export_name),
         export_name: cfg.export_name.clone(),
@@ -994,9 +984,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let server = actix_server::Server::build()
         .workers(workers)
         .listen("svdm-exporter", listener, move || {
-            let app = App::new()
-                .app_data(state.clone())
-                .default_service(web::to(handle));
+            let state = state.clone();
+            let service = fn_service(move |req: Request| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(req, state).await) }
+            });
             HttpService::build()
                 .keep_alive(KeepAlive::Timeout(KEEP_ALIVE))
                 .client_request_timeout(REQUEST_HEAD_TIMEOUT)
@@ -1009,7 +1001,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                         ext.insert(p);
                     }
                 })
-                .h1(map_config(app, |_| AppConfig::default()))
+                .h1(service)
                 .openssl(acceptor.clone())
         })?
         .run();
