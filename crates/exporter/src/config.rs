@@ -31,8 +31,26 @@ pub struct Config {
     #[arg(long, env = "SVDM_ADDRESS", default_value = "0.0.0.0")]
     pub address: IpAddr,
     /// 0 picks a free port; the chosen address is logged as `listening on <addr>`.
-    #[arg(long, env = "SVDM_PORT", default_value_t = 8443)]
+    #[arg(long, env = "SVDM_PORT", default_value_t = svdm_api::names::EXPORTER_PORT)]
     pub port: u16,
+    /// Plain-HTTP port on the same address for `/healthz`, `/readyz` and `/metrics` (probes and
+    /// scrapers); the data port does not answer them. 0 picks a free port, logged as
+    /// `admin endpoints on http://<addr>`.
+    #[arg(long, env = "SVDM_ADMIN_PORT", default_value_t = svdm_api::names::EXPORTER_ADMIN_PORT)]
+    pub admin_port: u16,
+    /// Connections the data port holds at once (TLS handshakes included); more wait in the listen
+    /// backlog. Bounds what idle or slow clients can make the exporter hold in memory.
+    #[arg(long, env = "SVDM_MAX_CONNECTIONS", default_value_t = 512)]
+    pub max_connections: usize,
+    /// Largest request head (request line and headers) the data port reads; a larger one is answered
+    /// with 431 and the connection closed.
+    #[arg(long, env = "SVDM_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
+    pub max_header_bytes: usize,
+    /// A response whose client accepts no byte at all for this long is cut (0: never). Listings are
+    /// exempt: d8 keeps a listing open and unread while it downloads the subtree. A slow download
+    /// that keeps moving is never cut.
+    #[arg(long, env = "SVDM_WRITE_STALL_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
+    pub write_stall_timeout: Duration,
     #[arg(long, env = "SVDM_TLS_CERT")]
     pub tls_cert: PathBuf,
     #[arg(long, env = "SVDM_TLS_KEY")]

@@ -11,6 +11,7 @@ pub mod body;
 pub mod cache;
 pub mod conditional;
 pub mod config;
+pub mod conn;
 pub mod headers;
 pub mod listing;
 pub mod metrics;

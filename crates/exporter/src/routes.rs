@@ -1,11 +1,10 @@
 //! Request routing on the raw (still percent-encoded) path, so path decoding happens exactly once, in
 //! `paths`, and the router cannot be confused by encoded separators.
 
+/// Routes of the data port. Health and metrics are not among them: they answer on the admin port only,
+/// which the Service and Ingress do not publish (see [`admin_route`]).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route<'a> {
-    Healthz,
-    Readyz,
-    Metrics,
     /// The rest after `/api/v1/files`: empty or starting with `/`.
     Files(&'a str),
     /// The rest after `/api/v1/block`.
@@ -19,12 +18,6 @@ pub fn route<'a>(path: &'a str, prefix: &str) -> Route<'a> {
         Some(rest) if rest.starts_with('/') => rest,
         _ => path,
     };
-    match path {
-        "/healthz" => return Route::Healthz,
-        "/readyz" => return Route::Readyz,
-        "/metrics" => return Route::Metrics,
-        _ => {}
-    }
     if let Some(rest) = path.strip_prefix("/api/v1/files")
         && (rest.is_empty() || rest.starts_with('/'))
     {
@@ -36,6 +29,24 @@ pub fn route<'a>(path: &'a str, prefix: &str) -> Route<'a> {
         return Route::Block(rest);
     }
     Route::NotFound
+}
+
+/// Routes of the admin port (plain HTTP, for probes and scrapers, no authentication).
+#[derive(Debug, PartialEq, Eq)]
+pub enum AdminRoute {
+    Healthz,
+    Readyz,
+    Metrics,
+    NotFound,
+}
+
+pub fn admin_route(path: &str) -> AdminRoute {
+    match path {
+        "/healthz" => AdminRoute::Healthz,
+        "/readyz" => AdminRoute::Readyz,
+        "/metrics" => AdminRoute::Metrics,
+        _ => AdminRoute::NotFound,
+    }
 }
 
 /// Query parameters the file endpoint understands.
@@ -92,10 +103,15 @@ mod tests {
         assert_eq!(route("/api/v1/filesx", p), Route::NotFound);
         assert_eq!(route("/ns/other/api/v1/files/", p), Route::NotFound);
         assert_eq!(route("/ns/namex/api/v1/files/", p), Route::NotFound);
-        assert_eq!(route("/healthz", p), Route::Healthz);
-        assert_eq!(route("/ns/name/readyz", p), Route::Readyz);
-        assert_eq!(route("/metrics", p), Route::Metrics);
         assert_eq!(route("/", p), Route::NotFound);
+        // Health and metrics are not on the data port, under no prefix.
+        for admin in ["/healthz", "/readyz", "/metrics", "/ns/name/readyz"] {
+            assert_eq!(route(admin, p), Route::NotFound, "{admin}");
+        }
+        assert_eq!(admin_route("/healthz"), AdminRoute::Healthz);
+        assert_eq!(admin_route("/readyz"), AdminRoute::Readyz);
+        assert_eq!(admin_route("/metrics"), AdminRoute::Metrics);
+        assert_eq!(admin_route("/api/v1/files/"), AdminRoute::NotFound);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_http::body::{BodyStream, BoxBody as HttpBody, MessageBody, SizedStream};
@@ -15,9 +15,10 @@ use actix_http::{
     Extensions, HttpMessage, HttpService, KeepAlive, Request, Response, ResponseBuilder,
 };
 use actix_http::{Method, StatusCode};
-use actix_service::fn_service;
-use actix_tls::accept::openssl::TlsStream;
 use actix_rt::net::TcpStream;
+use actix_service::{ServiceFactoryExt, fn_service};
+use actix_tls::accept::TlsError;
+use actix_tls::accept::openssl::{Acceptor, TlsStream};
 use anyhow::Context as _;
 use bytes::Bytes;
 use bytes::BytesMut;
@@ -30,6 +31,7 @@ use crate::block::BlockVolume;
 use crate::body::{AccessLog, BoxBody, Content, Metered, content_range, multipart};
 use crate::conditional::{Conditions, Decision, Validators, evaluate};
 use crate::config::{Config, Mode};
+use crate::conn::{ConnState, Guarded, Limits};
 use crate::headers::{
     content_type_for, write_content_disposition, write_http_date, write_permissions, write_rfc3339,
 };
@@ -38,7 +40,7 @@ use crate::metrics::{MethodLabel, Metrics};
 use crate::offload::{IoMode, Offload, WouldBlock};
 use crate::paths::{PathError, VolumePath, parse_volume_path};
 use crate::range::{RangePlan, multipart_layout, plan};
-use crate::routes::{FileQuery, Route, parse_query, route};
+use crate::routes::{AdminRoute, FileQuery, Route, admin_route, parse_query, route};
 use crate::tarball::{ChannelWriter, write_tree};
 use crate::tls::{TlsFiles, TlsReloader, peer_cert};
 use crate::volume::{DirReader, FsVolume, Meta, Resolved, VolumeError};
@@ -66,7 +68,18 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     pub activity: Arc<Activity>,
     pub offload: Offload,
+    /// Whole-file hashes running at once.
+    pub hash_slots: Arc<tokio::sync::Semaphore>,
+    /// Tar streams running at once.
+    pub tar_slots: Arc<tokio::sync::Semaphore>,
 }
+
+const LISTEN_BACKLOG: i32 = 2048;
+
+/// Concurrent `?attribute=hash.*` computations; more wait their turn.
+pub const HASH_SLOTS: usize = 2;
+/// Concurrent `?format=tar` streams; more wait their turn.
+pub const TAR_SLOTS: usize = 8;
 
 /// An error answered as `text/plain`, the shape the d8 client shows to its user verbatim.
 #[derive(Debug)]
@@ -234,6 +247,9 @@ impl Reply {
 pub type SharedState = Arc<State>;
 
 pub async fn handle(req: Request, state: SharedState) -> Response<HttpBody> {
+    if let Some(conn) = req.conn_data::<Arc<ConnState>>() {
+        conn.set_stall_exempt(false);
+    }
     let mut log = AccessLog {
         method: req.method().clone(),
         uri: req.uri().clone(),
@@ -346,43 +362,6 @@ async fn dispatch(
         )
         .with_header(header::ALLOW, "GET, HEAD"));
     }
-    match r {
-        Route::Healthz => {
-            return Ok(Reply::text(
-                StatusCode::OK,
-                "text/plain; charset=utf-8",
-                "ok\n".into(),
-            ));
-        }
-        Route::Readyz => {
-            let ready = match &state.source {
-                Source::Filesystem(fs) => fs.is_healthy(),
-                Source::Block(b) => b.size().is_ok(),
-            };
-            return Ok(if ready {
-                Reply::text(
-                    StatusCode::OK,
-                    "text/plain; charset=utf-8",
-                    "ready\n".into(),
-                )
-            } else {
-                Reply::text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain; charset=utf-8",
-                    "volume unavailable\n".into(),
-                )
-            });
-        }
-        Route::Metrics => {
-            return Ok(Reply::text(
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                state.metrics.render(),
-            ));
-        }
-        _ => {}
-    }
-
     let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -521,7 +500,7 @@ async fn serve_files(
                 Some(bytes) => Content::Memory(bytes),
                 None => Content::File(Arc::new(file)),
             };
-            serve_file(req, content, meta, &vp, &query).await
+            serve_file(req, state, content, meta, &vp, &query).await
         }
         Resolved::Dir(fd, meta) => {
             if !vp.trailing_slash {
@@ -536,7 +515,7 @@ async fn serve_files(
                 ));
             }
             if query.tar {
-                serve_tar(req, state, fd, meta, &vp)
+                serve_tar(req, state, fd, meta, &vp).await
             } else {
                 serve_listing(req, fs, fd, meta, &vp)
             }
@@ -549,17 +528,41 @@ async fn serve_files(
     }
 }
 
+/// Set when the request it belongs to is dropped: its client went away (see `h1_allow_half_closed`),
+/// so work done for it on a blocking thread can stop.
+struct Cancelled(Arc<AtomicBool>);
+
+impl Cancelled {
+    fn new() -> (Cancelled, Arc<AtomicBool>) {
+        let flag = Arc::new(AtomicBool::new(false));
+        (Cancelled(flag.clone()), flag)
+    }
+}
+
+impl Drop for Cancelled {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 fn hash_file(
     file: &File,
     size: u64,
     md5: bool,
     sha256: bool,
+    cancelled: &AtomicBool,
 ) -> io::Result<(Option<String>, Option<String>)> {
     let mut m = md5.then(md5::Md5::new);
     let mut s = sha256.then(sha2::Sha256::new);
     let mut buf = vec![0u8; 1024 * 1024];
     let mut off = 0u64;
     while off < size {
+        if cancelled.load(Ordering::Relaxed) {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "the client went away",
+            ));
+        }
         let n = match file.read_at(&mut buf, off) {
             Ok(0) => break,
             Ok(n) => n,
@@ -582,6 +585,7 @@ fn hash_file(
 
 async fn serve_file(
     req: &Request,
+    state: &State,
     content: Content,
     meta: Meta,
     vp: &VolumePath,
@@ -593,9 +597,22 @@ async fn serve_file(
     if let (true, Content::File(file)) = (query.md5 || query.sha256, &content) {
         let f = file.clone();
         let (want_md5, want_sha) = (query.md5, query.sha256);
-        let (md5, sha) = blocking(move || hash_file(&f, meta.size, want_md5, want_sha))
-            .await?
-            .map_err(|e| ApiError::internal("hashing failed", e))?;
+        // A hash reads the whole file on a blocking thread: a few at a time, so requests for them
+        // (abandoned ones included) cannot take the pool from everything else. Waiting for a slot is
+        // an await, which a departing client cancels; a running hash stops at its next megabyte.
+        let slot = state
+            .hash_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| ApiError::internal("hash slots", e))?;
+        let (_cancel_on_drop, cancelled) = Cancelled::new();
+        let (md5, sha) = blocking(move || {
+            let _slot = slot;
+            hash_file(&f, meta.size, want_md5, want_sha, &cancelled)
+        })
+        .await?
+        .map_err(|e| ApiError::internal("hashing failed", e))?;
         if let Some(h) = md5 {
             r.header(X_HASH_MD5, &h);
         }
@@ -776,6 +793,11 @@ fn serve_listing(
         return Ok(r);
     }
     let reader = DirReader::new(fd, vp).map_err(|e| ApiError::from_volume(e, vp))?;
+    // d8 keeps a listing open and unread while it downloads the subtree it names
+    // (reference/d8-contract.md §7.2): a listing may sit with a full socket for as long as that takes.
+    if let Some(conn) = req.conn_data::<Arc<ConnState>>() {
+        conn.set_stall_exempt(true);
+    }
     let prefix: Arc<str> = vp.uri_prefix().into();
     let shown: Arc<str> = vp.display().into();
     // State: (reader, the next item is the first one). `None` ends the stream. The document head goes
@@ -826,7 +848,7 @@ fn serve_listing(
     Ok(r)
 }
 
-fn serve_tar(
+async fn serve_tar(
     req: &Request,
     state: &State,
     fd: std::os::fd::OwnedFd,
@@ -849,9 +871,19 @@ fn serve_tar(
         r.body = Body::Chunked(Box::pin(stream::empty()));
         return Ok(r);
     }
+    // Each tar holds a blocking thread for as long as its client reads: a bounded number at a time.
+    // A stalled reader is cut by the write-stall timeout and a departed one drops the body, which
+    // closes the channel and stops the walk at its next write.
+    let slot = state
+        .tar_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| ApiError::internal("tar slots", e))?;
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
     let shown = vp.display();
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let writer = ChannelWriter::new(tx.clone());
         if let Err(e) = write_tree(fd, writer)
             && e.kind() != io::ErrorKind::BrokenPipe
@@ -891,6 +923,53 @@ async fn serve_block(req: &Request, blk: Arc<BlockVolume>, rest: &str) -> Result
         info,
         Content::File(blk.file()),
     )
+}
+
+/// The admin port: health and metrics for the kubelet and Prometheus, plain HTTP, no credentials. It
+/// is served on its own port (see `--admin-port`) that neither the Service nor the Ingress publishes,
+/// so nothing here is reachable through the export's URLs.
+async fn handle_admin(req: Request, state: SharedState) -> Response<HttpBody> {
+    let text = |status: StatusCode, content_type: &'static str, body: String| {
+        let mut r = Response::build(status);
+        r.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(content_type)));
+        boxed(r.body(body))
+    };
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            PLAIN,
+            "only GET and HEAD are supported\n".into(),
+        );
+    }
+    match admin_route(req.uri().path()) {
+        AdminRoute::Healthz => text(StatusCode::OK, PLAIN, "ok\n".into()),
+        AdminRoute::Readyz => {
+            let ready = match &state.source {
+                Source::Filesystem(fs) => fs.is_healthy(),
+                Source::Block(b) => b.size().is_ok(),
+            };
+            if ready {
+                text(StatusCode::OK, PLAIN, "ready\n".into())
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    PLAIN,
+                    "volume unavailable\n".into(),
+                )
+            }
+        }
+        AdminRoute::Metrics => text(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            state.metrics.render(),
+        ),
+        AdminRoute::NotFound => text(
+            StatusCode::NOT_FOUND,
+            PLAIN,
+            "not found: this port serves /healthz, /readyz and /metrics\n".into(),
+        ),
+    }
 }
 
 fn init_source(cfg: &Config) -> anyhow::Result<Source> {
@@ -972,37 +1051,62 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         metrics,
         activity,
         offload,
+        hash_slots: Arc::new(tokio::sync::Semaphore::new(HASH_SLOTS)),
+        tar_slots: Arc::new(tokio::sync::Semaphore::new(TAR_SLOTS)),
     });
 
     let listener = TcpListener::bind(SocketAddr::new(cfg.address, cfg.port))
         .with_context(|| format!("cannot listen on {}:{}", cfg.address, cfg.port))?;
+    // Connections beyond --max-connections wait in the kernel's accept queue, which holds none of the
+    // exporter's memory; a deep queue lets a burst wait there instead of being dropped.
+    nix::sys::socket::listen(&listener, nix::sys::socket::Backlog::new(LISTEN_BACKLOG)?)
+        .context("cannot set the listen backlog")?;
     let local = listener.local_addr()?;
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
         .clamp(1, 4);
+    let limits = Limits {
+        max_head_bytes: cfg.max_header_bytes,
+        write_stall: (!cfg.write_stall_timeout.is_zero()).then_some(cfg.write_stall_timeout),
+    };
+    let data_state = state.clone();
     let server = actix_server::Server::build()
         .workers(workers)
+        // actix counts per worker; the total is what the flag promises.
+        .max_concurrent_connections(cfg.max_connections.div_ceil(workers).max(1))
         .listen("svdm-exporter", listener, move || {
-            let state = state.clone();
+            let state = data_state.clone();
             let service = fn_service(move |req: Request| {
                 let state = state.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(req, state).await) }
             });
-            HttpService::build()
+            let http = HttpService::build()
                 .keep_alive(KeepAlive::Timeout(KEEP_ALIVE))
                 .client_request_timeout(REQUEST_HEAD_TIMEOUT)
                 .client_disconnect_timeout(Duration::from_secs(5))
-                .on_connect_ext(|io: &TlsStream<TcpStream>, ext: &mut Extensions| {
-                    // Without NODELAY a response whose head and body go out in separate writes waits for
-                    // the client's delayed ACK: ~10 ms per small range request.
-                    let _ = io.get_ref().set_nodelay(true);
-                    if let Some(p) = peer_cert(io.ssl()) {
+                // A client that closes its side has gone away: drop its request, which stops the work
+                // done for it (a hash, a queued tar) instead of finishing it for nobody.
+                .h1_allow_half_closed(false)
+                .on_connect_ext(|io: &Guarded<TlsStream<TcpStream>>, ext: &mut Extensions| {
+                    let tls = io.get_ref();
+                    // Without NODELAY a response whose head and body go out in separate writes
+                    // waits for the client's delayed ACK: ~10 ms per small range request.
+                    let _ = tls.get_ref().set_nodelay(true);
+                    if let Some(p) = peer_cert(tls.ssl()) {
                         ext.insert(p);
                     }
+                    ext.insert(io.state());
                 })
-                .h1(service)
-                .openssl(acceptor.clone())
+                .h1(service);
+            // The TLS stream is wrapped before HTTP sees it: see conn.rs for the limits.
+            Acceptor::new(acceptor.clone())
+                .map_err(TlsError::into_service_error)
+                .map(move |io: TlsStream<TcpStream>| {
+                    let peer = io.get_ref().peer_addr().ok();
+                    (Guarded::new(io, limits), peer)
+                })
+                .and_then(http.map_err(TlsError::Service))
         })?
         .run();
     log::info!(
@@ -1011,6 +1115,27 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cfg.export_namespace,
         cfg.export_name
     );
-    server.await?;
+
+    let admin_listener = TcpListener::bind(SocketAddr::new(cfg.address, cfg.admin_port))
+        .with_context(|| format!("cannot listen on {}:{}", cfg.address, cfg.admin_port))?;
+    let admin_local = admin_listener.local_addr()?;
+    // Its own server, so a data port full of clients never starves the kubelet's probes.
+    let admin = actix_server::Server::build()
+        .workers(1)
+        .max_concurrent_connections(64)
+        .listen("svdm-exporter-admin", admin_listener, move || {
+            let state = state.clone();
+            HttpService::build()
+                .keep_alive(KeepAlive::Timeout(KEEP_ALIVE))
+                .client_request_timeout(REQUEST_HEAD_TIMEOUT)
+                .h1(fn_service(move |req: Request| {
+                    let state = state.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handle_admin(req, state).await) }
+                }))
+                .tcp()
+        })?
+        .run();
+    log::info!("admin endpoints (/healthz, /readyz, /metrics) on http://{admin_local}");
+    tokio::try_join!(server, admin)?;
     Ok(())
 }

@@ -64,6 +64,16 @@ fn openat2_resolving(
 }
 
 nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
+nix::ioctl_read_bad!(tiocoutq, libc::TIOCOUTQ, libc::c_int);
+
+/// Bytes in a TCP socket's send queue that the peer has not acknowledged yet (`SIOCOUTQ`): it shrinks
+/// whenever the client takes data, however little.
+pub fn send_queue_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: fd is a valid open socket and `queued` is the c_int the ioctl writes.
+    unsafe { tiocoutq(fd.as_raw_fd(), &mut queued) }.map_err(io::Error::from)?;
+    usize::try_from(queued).map_err(io::Error::other)
+}
 
 /// Size of a block device in bytes (`BLKGETSIZE64`); `st_size` is 0 for devices.
 pub fn block_device_size(fd: BorrowedFd<'_>) -> io::Result<u64> {

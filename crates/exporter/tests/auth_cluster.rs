@@ -367,7 +367,7 @@ async fn checks(env: Testenv, admin: kube::Client, ns: String, other: String, cr
     );
 
     // Range requests in a row cost no review each: the cache answers.
-    let metrics = tokio::task::block_in_place(|| c.get("/metrics")).text();
+    let metrics = tokio::task::block_in_place(|| ex.admin_get("/metrics")).text();
     assert!(
         metrics.contains("kind=\"token\",result=\"hit\""),
         "{metrics}"

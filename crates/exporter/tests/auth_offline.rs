@@ -53,9 +53,15 @@ fn challenges_and_api_outage() {
     assert!(r.text().contains("Basic authentication is not supported"));
     let r = c.req("HEAD", "/api/v1/files/f", &[("Authorization", "Bearer")]);
     assert_eq!(r.status, 401);
-    // Health endpoints need no credentials.
-    assert_eq!(c.get("/healthz").status, 200);
-    assert_eq!(c.get("/readyz").status, 200);
+    // Health endpoints need no credentials, on the admin port; the data port (the one the Service and
+    // Ingress publish) does not serve them or the metrics at all.
+    assert_eq!(ex.admin_get("/healthz").status, 200);
+    assert_eq!(ex.admin_get("/readyz").status, 200);
+    for path in ["/healthz", "/readyz", "/metrics", "/ns1/exp1/metrics"] {
+        let r = c.get(path);
+        assert_eq!(r.status, 404, "{path} on the data port");
+        assert!(!r.text().contains("svdm_exporter"), "{path}");
+    }
 
     // API unreachable: 503 with a retry hint, not 500.
     let r = c.req(

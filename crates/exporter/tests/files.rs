@@ -296,10 +296,15 @@ fn hashes_modes_and_methods() {
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("GET, HEAD"));
     assert_eq!(c.req("DELETE", "/api/v1/files/a.txt", &[]).status, 405);
-    assert_eq!(c.get("/healthz").status, 200);
-    assert_eq!(c.get("/readyz").status, 200);
+    assert_eq!(ex.admin_get("/healthz").status, 200);
+    assert_eq!(ex.admin_get("/readyz").status, 200);
     assert_eq!(c.get("/nope").status, 404);
-    let m = c.get("/metrics").text();
+    assert_eq!(
+        c.get("/metrics").status,
+        404,
+        "metrics are not on the data port"
+    );
+    let m = ex.admin_get("/metrics").text();
     assert!(m.contains("svdm_exporter_requests_total{"), "{m}");
     assert!(m.contains("svdm_exporter_sent_bytes_total"), "{m}");
     assert!(m.contains("svdm_exporter_active_transfers"), "{m}");

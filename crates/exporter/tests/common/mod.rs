@@ -45,6 +45,8 @@ pub fn write(path: &Path, data: impl AsRef<[u8]>) {
 pub struct Exporter {
     child: Child,
     pub addr: SocketAddr,
+    /// The plain-HTTP admin port (`/healthz`, `/readyz`, `/metrics`).
+    pub admin_addr: SocketAddr,
     pub logs: Arc<Mutex<Vec<String>>>,
     pub ca_pem: String,
     pub tls_dir: PathBuf,
@@ -103,7 +105,7 @@ impl Exporter {
         cmd.args(["--mode", opts.mode])
             .arg("--source")
             .arg(opts.source)
-            .args(["--address", "127.0.0.1", "--port", "0"])
+            .args(["--address", "127.0.0.1", "--port", "0", "--admin-port", "0"])
             .arg("--tls-cert")
             .arg(&cert)
             .arg("--tls-key")
@@ -133,18 +135,25 @@ impl Exporter {
         let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
+        let (admin_tx, admin_rx) = mpsc::channel();
         let sink = logs.clone();
         std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(pos) = line.find("listening on ") {
-                    let rest = &line[pos + "listening on ".len()..];
-                    let addr = rest
+            let word_after = |line: &str, marker: &str| {
+                line.find(marker).map(|pos| {
+                    line[pos + marker.len()..]
                         .split_whitespace()
                         .next()
                         .unwrap_or_default()
-                        .to_string();
+                        .to_string()
+                })
+            };
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = word_after(&line, "listening on ") {
                     let _ = tx.send(addr);
+                }
+                if let Some(addr) = word_after(&line, " on http://") {
+                    let _ = admin_tx.send(addr);
                 }
                 eprintln!("[exporter] {line}");
                 sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
@@ -158,9 +167,19 @@ impl Exporter {
                 panic!("exporter did not start:\n{logs}");
             }
         };
+        let admin_addr = match admin_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a
+                .parse()
+                .unwrap_or_else(|e| panic!("bad admin addr {a}: {e}")),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("exporter did not report its admin port");
+            }
+        };
         Exporter {
             child,
             addr,
+            admin_addr,
             logs,
             ca_pem,
             tls_dir,
@@ -170,6 +189,20 @@ impl Exporter {
 
     pub fn client(&self) -> Client {
         Client::new(&self.ca_pem, self.addr, None)
+    }
+
+    /// A plain-HTTP GET on the admin port.
+    pub fn admin_get(&self, target: &str) -> Resp {
+        let mut s = TcpStream::connect(self.admin_addr).unwrap_or_else(|e| panic!("connect: {e}"));
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap_or_default();
+        let head = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        s.write_all(head.as_bytes())
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)
+            .unwrap_or_else(|e| panic!("read {target}: {e}"));
+        parse_response(&raw, false)
     }
 
     pub fn log_text(&self) -> String {
@@ -228,6 +261,7 @@ impl Resp {
     }
 }
 
+#[derive(Clone)]
 pub struct Client {
     connector: SslConnector,
     addr: SocketAddr,
@@ -262,6 +296,11 @@ impl Client {
         self.connector
             .connect("localhost", tcp)
             .unwrap_or_else(|e| panic!("TLS: {e}"))
+    }
+
+    /// The TLS handshake on an already connected socket; `None` if it fails.
+    pub fn handshake(&self, tcp: TcpStream) -> Option<SslStream<TcpStream>> {
+        self.connector.connect("localhost", tcp).ok()
     }
 
     pub fn get(&self, target: &str) -> Resp {
