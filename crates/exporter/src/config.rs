@@ -78,6 +78,20 @@ pub struct Config {
     /// itself on network and FUSE file systems and on kernels before 5.12.
     #[arg(long, env = "SVDM_INLINE_FS_STEPS", default_value_t = true, action = clap::ArgAction::Set)]
     pub inline_fs_steps: bool,
+    /// TokenReview and SubjectAccessReview calls in flight at once.
+    #[arg(long, env = "SVDM_MAX_REVIEWS_IN_FLIGHT", default_value_t = 4)]
+    pub max_reviews_in_flight: usize,
+    /// Reviews of tokens not seen to succeed before, at once and per second; beyond them such
+    /// requests get 503 with Retry-After. Successful reviews give theirs back, so only a flood of
+    /// bad tokens uses this up.
+    #[arg(long, env = "SVDM_UNVERIFIED_REVIEW_BURST", default_value_t = 5)]
+    pub unverified_review_burst: u32,
+    #[arg(
+        long,
+        env = "SVDM_UNVERIFIED_REVIEWS_PER_SECOND",
+        default_value_t = 2.0
+    )]
+    pub unverified_reviews_per_second: f64,
     /// Serve without authentication. Only for benchmarks and tests without a cluster.
     #[arg(long, env = "SVDM_NO_AUTH")]
     pub no_auth: bool,

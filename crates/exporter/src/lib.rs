@@ -22,5 +22,6 @@ pub mod routes;
 pub mod server;
 pub mod sys;
 pub mod tarball;
+pub mod throttle;
 pub mod tls;
 pub mod volume;

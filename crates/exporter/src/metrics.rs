@@ -50,6 +50,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     pub sent_bytes: Counter,
     pub active_transfers: Gauge,
+    /// Requests answered 503 because too many unverified credentials were being reviewed.
+    pub throttled: Counter,
     auth_cache: Family<CacheLabels, Counter>,
     auth_reviews: Family<CallLabels, Counter>,
     /// The cache counters every authenticated request bumps, resolved once: (kind, hit, miss).
@@ -68,6 +70,7 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let sent_bytes = Counter::default();
         let active_transfers = Gauge::default();
+        let throttled = Counter::default();
         let auth_cache = Family::<CacheLabels, Counter>::default();
         let auth_reviews = Family::<CallLabels, Counter>::default();
         registry.register(
@@ -84,6 +87,11 @@ impl Metrics {
             "active_transfers",
             "Response bodies being streamed",
             active_transfers.clone(),
+        );
+        registry.register(
+            "auth_throttled",
+            "Requests answered 503 because the budget or the concurrency for reviewing unverified credentials was used up",
+            throttled.clone(),
         );
         registry.register(
             "auth_cache",
@@ -108,6 +116,7 @@ impl Metrics {
             requests,
             sent_bytes,
             active_transfers,
+            throttled,
             auth_cache,
             auth_reviews,
             cache_counters,

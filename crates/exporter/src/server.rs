@@ -26,7 +26,7 @@ use futures::stream;
 use sha2::Digest;
 
 use crate::activity::{Activity, renew_lease};
-use crate::auth::{Auth, AuthError, PeerCert, REALM_CHALLENGE};
+use crate::auth::{Auth, AuthError, PeerCert, REALM_CHALLENGE, ReviewLimits};
 use crate::block::BlockVolume;
 use crate::body::{AccessLog, BoxBody, Content, Metered, content_range, multipart};
 use crate::conditional::{Conditions, Decision, Validators, evaluate};
@@ -152,6 +152,8 @@ impl ApiError {
             AuthError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, m),
             AuthError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m)
                 .with_header(header::RETRY_AFTER, "5"),
+            AuthError::Busy(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m)
+                .with_header(header::RETRY_AFTER, "1"),
         }
     }
 
@@ -1014,6 +1016,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cfg.export_namespace.clone(),
         cfg.export_name.clone(),
         cfg.auth_cache_ttl,
+        ReviewLimits {
+            in_flight: cfg.max_reviews_in_flight,
+            burst: cfg.unverified_review_burst,
+            per_second: cfg.unverified_reviews_per_second,
+        },
         metrics.clone(),
     );
     match (&client, &cfg.lease_namespace, &cfg.lease_name) {

@@ -328,6 +328,64 @@ impl Client {
     }
 }
 
+/// One keep-alive connection for many requests; responses must carry Content-Length (all error and
+/// file answers do).
+pub struct KeepAlive {
+    stream: SslStream<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn keep_alive(&self) -> KeepAlive {
+        KeepAlive {
+            stream: self.connect(),
+            buf: Vec::new(),
+        }
+    }
+}
+
+impl KeepAlive {
+    pub fn req(&mut self, method: &str, target: &str, headers: &[(&str, &str)]) -> Resp {
+        let mut head = format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        self.stream
+            .write_all(head.as_bytes())
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let mut chunk = vec![0u8; 64 * 1024];
+        let end = loop {
+            if let Some(p) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .unwrap_or_else(|e| panic!("read {target}: {e}"));
+            assert!(n > 0, "connection closed before a response to {target}");
+            self.buf.extend_from_slice(&chunk[..n]);
+        };
+        let mut resp = parse_response(&self.buf[..end], true);
+        let len: usize = resp
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let body_len = if method == "HEAD" { 0 } else { len };
+        while self.buf.len() < end + body_len {
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .unwrap_or_else(|e| panic!("read {target}: {e}"));
+            assert!(n > 0, "connection closed in the body of {target}");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        resp.body = self.buf[end..end + body_len].to_vec();
+        self.buf.drain(..end + body_len);
+        resp
+    }
+}
+
 pub fn parse_response(raw: &[u8], head: bool) -> Resp {
     let end = raw
         .windows(4)
