@@ -167,9 +167,10 @@ impl Stream for Metered {
             }
             Poll::Ready(Some(Err(e))) => {
                 log::warn!(
-                    "{} {}: body aborted: {e}",
+                    "{} {}: body aborted: {}",
                     this.log.method,
-                    this.log.uri.path()
+                    this.log.uri.path(),
+                    crate::logsafe::escape(&e.to_string())
                 );
                 Poll::Ready(Some(Err(e)))
             }

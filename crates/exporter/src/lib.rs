@@ -14,6 +14,7 @@ pub mod config;
 pub mod conn;
 pub mod headers;
 pub mod listing;
+pub mod logsafe;
 pub mod metrics;
 pub mod offload;
 pub mod paths;

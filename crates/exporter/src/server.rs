@@ -36,6 +36,7 @@ use crate::headers::{
     content_type_for, write_content_disposition, write_http_date, write_permissions, write_rfc3339,
 };
 use crate::listing::{self, encode_item};
+use crate::logsafe::escape;
 use crate::metrics::{MethodLabel, Metrics};
 use crate::offload::{IoMode, Offload, WouldBlock};
 use crate::paths::{PathError, VolumePath, parse_volume_path};
@@ -136,7 +137,7 @@ impl ApiError {
             .with_header(header::RETRY_AFTER, "1"),
             VolumeError::WouldBlock => ApiError::internal("file-system step", "retried inline"),
             VolumeError::Io(err) => {
-                log::error!("I/O error on {p}: {err}");
+                log::error!("I/O error on {}: {err}", escape(&p));
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("I/O error reading {p}"),
@@ -826,7 +827,7 @@ fn serve_listing(
                         Some(Ok(())) => first = false,
                         Some(Err(e)) => {
                             return Err(io::Error::other(format!(
-                                "reading directory {shown:?}: {e}"
+                                "reading directory {shown}: {e}"
                             )));
                         }
                     }
@@ -890,7 +891,11 @@ async fn serve_tar(
         if let Err(e) = write_tree(fd, writer)
             && e.kind() != io::ErrorKind::BrokenPipe
         {
-            log::warn!("tar of {shown} failed: {e}");
+            log::warn!(
+                "tar of {} failed: {}",
+                escape(&shown),
+                escape(&e.to_string())
+            );
             let _ = tx.blocking_send(Err(e));
         }
     });

@@ -197,7 +197,9 @@ impl TlsReloader {
     }
 }
 
-/// Reads the verified client identity after the handshake (CN = user, O = groups, as the API server).
+/// Reads the verified client identity after the handshake, as the API server takes it from a client
+/// certificate: CN is the user, every O a group. The API server uses the last CN when there are
+/// several; such a certificate names two users at once, so it is refused here rather than guessed.
 pub fn peer_cert(ssl: &SslRef) -> Option<PeerCert> {
     let cert = ssl.peer_certificate()?;
     let result = ssl.verify_result();
@@ -211,8 +213,14 @@ pub fn peer_cert(ssl: &SslRef) -> Option<PeerCert> {
             .filter_map(|e| e.data().to_string().ok())
             .collect()
     };
-    let cn = text(Nid::COMMONNAME).into_iter().next();
-    match cn {
+    // Counted before decoding, so an undecodable CN cannot hide next to a readable one.
+    let common_names = subject.entries_by_nid(Nid::COMMONNAME).count();
+    if common_names > 1 {
+        return Some(PeerCert::Rejected(format!(
+            "the certificate names {common_names} common names; exactly one (the user name) is required"
+        )));
+    }
+    match text(Nid::COMMONNAME).into_iter().next() {
         Some(cn) if !cn.is_empty() => Some(PeerCert::Verified(Arc::new(
             Principal::from_certificate(cn, text(Nid::ORGANIZATIONNAME)),
         ))),

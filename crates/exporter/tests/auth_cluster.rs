@@ -366,6 +366,15 @@ async fn checks(env: Testenv, admin: kube::Client, ns: String, other: String, cr
         r.text()
     );
 
+    // CN=alice,CN=bob in a group that may download: which user is it? The API server would say bob;
+    // the exporter refuses the certificate instead of picking one.
+    let two_names = client_cert_with_names(&cluster_ca, &["alice", "bob"], &[CERT_GROUP]);
+    let r = tokio::task::block_in_place(|| {
+        Client::new(&ex.ca_pem, ex.addr, Some(&two_names)).get("/api/v1/files/f.txt")
+    });
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.text().contains("common names"), "{}", r.text());
+
     // Range requests in a row cost no review each: the cache answers.
     let metrics = tokio::task::block_in_place(|| ex.admin_get("/metrics")).text();
     assert!(

@@ -110,6 +110,17 @@ fn challenges_and_api_outage() {
     .unwrap_or_else(|e| panic!("{e}"));
     let c3 = Client::new(&ex.ca_pem, ex.addr, Some(&trusted));
     assert_eq!(c3.get("/api/v1/files/f").status, 503);
+    // The same CA, but two common names: the API server would take the last one (bob); a certificate
+    // that names two users is refused before any review. One CN, written by the same builder, works
+    // as the issuer's certificates do.
+    for (cns, want) in [(&["alice", "bob"][..], 401), (&["bob"][..], 503)] {
+        let cert = client_cert_with_names(&client_pki.ca, cns, &["team"]);
+        let r = Client::new(&ex.ca_pem, ex.addr, Some(&cert)).get("/api/v1/files/f");
+        assert_eq!(r.status, want, "{cns:?}: {}", r.text());
+        if want == 401 {
+            assert!(r.text().contains("2 common names"), "{}", r.text());
+        }
+    }
     let logs = ex.log_text();
     assert!(!logs.contains("some-token-value"), "token leaked into logs");
     assert!(!logs.contains("dXNlcjpwYXNz"));

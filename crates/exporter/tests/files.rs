@@ -506,3 +506,37 @@ fn inline_and_pooled_steps_answer_alike() {
         }
     }
 }
+
+/// Log lines that carry names from the volume or the request escape control characters: a directory
+/// named with a newline cannot forge a log line (issue 10, item 6). Here a tar of such a directory
+/// fails (the tar format cannot hold a long name that is not UTF-8), and the failure is logged with
+/// the name.
+#[test]
+fn names_cannot_forge_log_lines() {
+    let t = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = t.path().join("d\nFORGED-LINE 200 user=\"admin\"");
+    std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let long_latin1: std::ffi::OsString =
+        std::os::unix::ffi::OsStringExt::from_vec(vec![0xe9; 150]);
+    write(&dir.join(long_latin1), "x");
+    let ex = Exporter::start(Opts::fs(t.path()));
+    let c = ex.client();
+    let _ = c.get("/api/v1/files/d%0AFORGED-LINE%20200%20user=%22admin%22/?format=tar");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let logs = ex.log_text();
+    assert!(
+        logs.contains("tar of"),
+        "the failure was not logged:\n{logs}"
+    );
+    for line in logs.lines() {
+        let content = line
+            .strip_prefix("[exporter] ")
+            .unwrap_or(line)
+            .trim_start();
+        assert!(
+            !content.starts_with("FORGED-LINE"),
+            "a file name started a log line of its own:\n{logs}"
+        );
+    }
+    assert!(logs.contains("d\\nFORGED-LINE"), "{logs}");
+}

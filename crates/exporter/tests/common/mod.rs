@@ -38,6 +38,64 @@ pub fn server_pki() -> Pki {
     Pki { ca, server }
 }
 
+/// A client certificate signed by `ca` whose subject has the given CNs and Os in this order, which the
+/// project's issuer (one CN by construction) cannot make.
+pub fn client_cert_with_names(ca: &CertPair, cns: &[&str], orgs: &[&str]) -> CertPair {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::{BigNum, MsbOption};
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::x509::extension::ExtendedKeyUsage;
+    use openssl::x509::{X509Builder, X509NameBuilder};
+    let e = |e: openssl::error::ErrorStack| -> ! { panic!("client certificate: {e}") };
+    let ca_cert = X509::from_pem(ca.cert_pem.as_bytes()).unwrap_or_else(|x| e(x));
+    let ca_key = PKey::private_key_from_pem(ca.key_pem.as_bytes()).unwrap_or_else(|x| e(x));
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap_or_else(|x| e(x));
+    let key = PKey::from_ec_key(EcKey::generate(&group).unwrap_or_else(|x| e(x)))
+        .unwrap_or_else(|x| e(x));
+    let mut name = X509NameBuilder::new().unwrap_or_else(|x| e(x));
+    for o in orgs {
+        name.append_entry_by_nid(Nid::ORGANIZATIONNAME, o)
+            .unwrap_or_else(|x| e(x));
+    }
+    for cn in cns {
+        name.append_entry_by_nid(Nid::COMMONNAME, cn)
+            .unwrap_or_else(|x| e(x));
+    }
+    let name = name.build();
+    let mut b = X509Builder::new().unwrap_or_else(|x| e(x));
+    b.set_version(2).unwrap_or_else(|x| e(x));
+    let mut serial = BigNum::new().unwrap_or_else(|x| e(x));
+    serial
+        .rand(64, MsbOption::MAYBE_ZERO, false)
+        .unwrap_or_else(|x| e(x));
+    b.set_serial_number(&serial.to_asn1_integer().unwrap_or_else(|x| e(x)))
+        .unwrap_or_else(|x| e(x));
+    b.set_subject_name(&name).unwrap_or_else(|x| e(x));
+    b.set_issuer_name(ca_cert.subject_name())
+        .unwrap_or_else(|x| e(x));
+    b.set_pubkey(&key).unwrap_or_else(|x| e(x));
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap_or_else(|x| e(x)))
+        .unwrap_or_else(|x| e(x));
+    b.set_not_after(&Asn1Time::days_from_now(1).unwrap_or_else(|x| e(x)))
+        .unwrap_or_else(|x| e(x));
+    b.append_extension(
+        ExtendedKeyUsage::new()
+            .client_auth()
+            .build()
+            .unwrap_or_else(|x| e(x)),
+    )
+    .unwrap_or_else(|x| e(x));
+    b.sign(&ca_key, MessageDigest::sha256())
+        .unwrap_or_else(|x| e(x));
+    let pem = |v: Vec<u8>| String::from_utf8(v).unwrap_or_default();
+    CertPair {
+        cert_pem: pem(b.build().to_pem().unwrap_or_else(|x| e(x))),
+        key_pem: pem(key.private_key_to_pem_pkcs8().unwrap_or_else(|x| e(x))),
+    }
+}
+
 pub fn write(path: &Path, data: impl AsRef<[u8]>) {
     std::fs::write(path, data).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
