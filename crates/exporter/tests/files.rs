@@ -540,3 +540,31 @@ fn names_cannot_forge_log_lines() {
     }
     assert!(logs.contains("d\\nFORGED-LINE"), "{logs}");
 }
+
+/// A DataExport named `v1` in a namespace called `api`: its public prefix `/api/v1` must not swallow
+/// the internal `/api/v1/files` route its status.url uses (issue 10, item 8).
+#[test]
+fn export_v1_in_namespace_api_answers_both_forms() {
+    let t = tree();
+    let mut opts = Opts::fs(t.path());
+    opts.export = ("api".into(), "v1".into());
+    let ex = Exporter::start(opts);
+    let c = ex.client();
+    for target in ["/api/v1/files/a.txt", "/api/v1/api/v1/files/a.txt"] {
+        let r = c.get(target);
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "hello world\n"),
+            "{target}"
+        );
+    }
+    let listing = c.get("/api/v1/files/sub/");
+    assert_eq!(listing.status, 200);
+    assert!(
+        d8_parse_listing(&listing.body)
+            .iter()
+            .any(|(n, _)| n == "deeper")
+    );
+    assert_eq!(c.get("/api/v1/api/v1/files/sub/").body, listing.body);
+    assert_eq!(c.get("/api/v1/").status, 404);
+}
