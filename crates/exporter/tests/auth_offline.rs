@@ -125,3 +125,69 @@ fn challenges_and_api_outage() {
     assert!(!logs.contains("some-token-value"), "token leaked into logs");
     assert!(!logs.contains("dXNlcjpwYXNz"));
 }
+
+/// The client CA file is followed on its own (issue 10, item 8): a CA that appears after start, and a
+/// CA replaced by another, take effect for new connections within the reload period, without the
+/// server certificate changing. Offline, a certificate the exporter accepts gets as far as the access
+/// review (503, the API server is unreachable); one it does not accept gets 401.
+#[test]
+fn client_ca_changes_are_followed() {
+    let vol = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write(&vol.path().join("f"), "data");
+    let kc = unreachable_kubeconfig(vol.path());
+    let ca_file = vol.path().join("client-ca.crt");
+    write(&ca_file, "");
+    let mut opts = Opts::fs(vol.path());
+    opts.no_auth = false;
+    opts.env
+        .push(("KUBECONFIG".into(), kc.to_string_lossy().into_owned()));
+    opts.args.push("--client-ca".into());
+    opts.args.push(ca_file.to_string_lossy().into_owned());
+    let ex = Exporter::start(opts);
+    let cert_from = |ca: &svdm_pki::CertPair| {
+        svdm_pki::issue(
+            ca,
+            &svdm_pki::LeafSpec {
+                common_name: "alice",
+                organizations: &["team"],
+                dns_names: &[],
+                ip_addresses: &[],
+                usage: svdm_pki::Usage::Client,
+                validity: DAY,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let first = server_pki().ca;
+    let second = server_pki().ca;
+    let (from_first, from_second) = (cert_from(&first), cert_from(&second));
+    let status_with = |cert: &svdm_pki::CertPair| {
+        Client::new(&ex.ca_pem, ex.addr, Some(cert))
+            .get("/api/v1/files/f")
+            .status
+    };
+    let eventually = |cert: &svdm_pki::CertPair, want: u16, what: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let got = status_with(cert);
+            if got == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: still {got}, wanted {want}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    };
+    // No CA yet: certificates are not even asked for.
+    assert_eq!(status_with(&from_first), 401);
+    // The CA appears (written in place, as a ConfigMap-fed file may be).
+    write(&ca_file, &first.cert_pem);
+    eventually(&from_first, 503, "a CA that appeared after start");
+    assert_eq!(status_with(&from_second), 401);
+    // It is replaced by another one.
+    write(&ca_file, &second.cert_pem);
+    eventually(&from_second, 503, "a replaced CA");
+    assert_eq!(status_with(&from_first), 401, "the old CA is still trusted");
+}
