@@ -261,6 +261,11 @@ impl Auth {
         }
     }
 
+    /// Whether requests are checked at all (false under `--no-auth`).
+    pub fn enabled(&self) -> bool {
+        self.client.is_some()
+    }
+
     pub async fn check(
         &self,
         authorization: Option<&[u8]>,

@@ -6,10 +6,11 @@ use std::io;
 use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Instant;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::future::LocalBoxFuture;
 use futures::stream::{self, Stream, StreamExt};
 
 use actix_http::{Method, Uri};
@@ -131,6 +132,7 @@ pub struct Metered {
     metrics: Arc<Metrics>,
     activity: Option<Arc<Activity>>,
     log: AccessLog,
+    reauth: Option<Reauth>,
 }
 
 impl Metered {
@@ -139,6 +141,7 @@ impl Metered {
         metrics: Arc<Metrics>,
         activity: Option<Arc<Activity>>,
         log: AccessLog,
+        reauth: Option<Reauth>,
     ) -> Metered {
         metrics.active_transfers.inc();
         Metered {
@@ -146,7 +149,65 @@ impl Metered {
             metrics,
             activity,
             log,
+            reauth,
         }
+    }
+}
+
+/// What a repeated access check found.
+pub enum Verdict {
+    Allowed,
+    /// The credential or the permission is gone: the transfer ends.
+    Revoked(String),
+    /// The API server could not say; the transfer goes on and the check is repeated sooner.
+    Unknown,
+}
+
+/// Re-checks, while a response streams, that its requester may still download: a permission
+/// revoked (or a token expired) after the request started ends the transfer at the next check
+/// instead of letting it run for hours. The first check is `every` after the start.
+pub struct Reauth {
+    every: Duration,
+    next: Instant,
+    check: Box<dyn FnMut() -> LocalBoxFuture<'static, Verdict>>,
+    running: Option<LocalBoxFuture<'static, Verdict>>,
+}
+
+/// How soon a check is repeated when the API server could not answer.
+const RECHECK_AFTER_UNKNOWN: Duration = Duration::from_secs(30);
+
+impl Reauth {
+    pub fn new(
+        every: Duration,
+        check: Box<dyn FnMut() -> LocalBoxFuture<'static, Verdict>>,
+    ) -> Reauth {
+        Reauth {
+            every,
+            next: Instant::now() + every,
+            check,
+            running: None,
+        }
+    }
+
+    /// `Ready(Some(why))` when the transfer must end; `Pending` while a check runs.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<String>> {
+        if self.running.is_none() {
+            if Instant::now() < self.next {
+                return Poll::Ready(None);
+            }
+            self.running = Some((self.check)());
+        }
+        let Some(running) = self.running.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let verdict = ready!(running.as_mut().poll(cx));
+        self.running = None;
+        match verdict {
+            Verdict::Allowed => self.next = Instant::now() + self.every,
+            Verdict::Unknown => self.next = Instant::now() + self.every.min(RECHECK_AFTER_UNKNOWN),
+            Verdict::Revoked(why) => return Poll::Ready(Some(why)),
+        }
+        Poll::Ready(None)
     }
 }
 
@@ -155,6 +216,22 @@ impl Stream for Metered {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if let Some(reauth) = this.reauth.as_mut()
+            && let Some(why) = ready!(reauth.poll(cx))
+        {
+            this.reauth = None;
+            log::info!(
+                "{} {}: transfer ended after {}B: {}",
+                this.log.method,
+                this.log.uri.path(),
+                this.log.bytes,
+                crate::logsafe::escape(&why)
+            );
+            return Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                why,
+            ))));
+        }
         match this.inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 let n = chunk.len() as u64;

@@ -78,6 +78,11 @@ pub struct Config {
     /// itself on network and FUSE file systems and on kernels before 5.12.
     #[arg(long, env = "SVDM_INLINE_FS_STEPS", default_value_t = true, action = clap::ArgAction::Set)]
     pub inline_fs_steps: bool,
+    /// A streaming response (a file, the device, a listing, a tar) re-checks its requester's
+    /// credentials and permission this often, and ends when they are gone (0: never). The caches
+    /// (--auth-cache-ttl) are far shorter, so each check asks the API server.
+    #[arg(long, env = "SVDM_REAUTHORIZE_INTERVAL", default_value = "2m", value_parser = parse_duration)]
+    pub reauthorize_interval: Duration,
     /// TokenReview and SubjectAccessReview calls in flight at once.
     #[arg(long, env = "SVDM_MAX_REVIEWS_IN_FLIGHT", default_value_t = 4)]
     pub max_reviews_in_flight: usize,

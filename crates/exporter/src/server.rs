@@ -28,7 +28,9 @@ use sha2::Digest;
 use crate::activity::{Activity, renew_lease};
 use crate::auth::{Auth, AuthError, PeerCert, REALM_CHALLENGE, ReviewLimits};
 use crate::block::BlockVolume;
-use crate::body::{AccessLog, BoxBody, Content, Metered, content_range, multipart};
+use crate::body::{
+    AccessLog, BoxBody, Content, Metered, Reauth, Verdict, content_range, multipart,
+};
 use crate::conditional::{Conditions, Decision, Validators, evaluate};
 use crate::config::{Config, Mode};
 use crate::conn::{ConnState, Guarded, Limits};
@@ -73,6 +75,8 @@ pub struct State {
     pub hash_slots: Arc<tokio::sync::Semaphore>,
     /// Tar streams running at once.
     pub tar_slots: Arc<tokio::sync::Semaphore>,
+    /// How often a streaming response re-checks its requester's access (zero: never).
+    pub reauthorize: Duration,
 }
 
 const LISTEN_BACKLOG: i32 = 2048;
@@ -272,7 +276,7 @@ pub async fn handle(req: Request, state: SharedState) -> Response<HttpBody> {
 
 fn finish(
     req: &Request,
-    state: &State,
+    state: &SharedState,
     reply: Reply,
     mut log: AccessLog,
     authenticated: bool,
@@ -324,7 +328,8 @@ fn finish(
                 return boxed(builder.body(SizedStream::new(len, empty())));
             }
             let activity = success.then(|| state.activity.clone());
-            let metered = Metered::new(stream, state.metrics.clone(), activity, log);
+            let reauth = success.then(|| reauthorization(req, state)).flatten();
+            let metered = Metered::new(stream, state.metrics.clone(), activity, log, reauth);
             boxed(builder.body(SizedStream::new(len, metered)))
         }
         Body::Chunked(stream) => {
@@ -334,10 +339,49 @@ fn finish(
                 return boxed(builder.body(BodyStream::new(empty())));
             }
             let activity = success.then(|| state.activity.clone());
-            let metered = Metered::new(stream, state.metrics.clone(), activity, log);
+            let reauth = success.then(|| reauthorization(req, state)).flatten();
+            let metered = Metered::new(stream, state.metrics.clone(), activity, log, reauth);
             boxed(builder.body(BodyStream::new(metered)))
         }
     }
+}
+
+/// The repeated access check of a streamed response: the request's own credentials (its
+/// Authorization header, or the connection's client certificate) checked again every
+/// `--reauthorize-interval`. The raw header is held only as long as the response it authorized.
+///
+/// Docs: the FAQ's security section (docs/FAQ.md, docs/FAQ.ru.md) should say that a long download is
+/// re-authorized every few minutes (2 by default) and that revoking `get dataexports/download` (or the
+/// token) ends running transfers at the next check.
+fn reauthorization(req: &Request, state: &SharedState) -> Option<Reauth> {
+    if state.reauthorize.is_zero() || !state.auth.enabled() {
+        return None;
+    }
+    let authorization = req.headers().get(header::AUTHORIZATION).cloned();
+    let peer = req.conn_data::<PeerCert>().cloned();
+    let state = state.clone();
+    Some(Reauth::new(
+        state.reauthorize,
+        Box::new(move || {
+            let (state, authorization, peer) = (state.clone(), authorization.clone(), peer.clone());
+            Box::pin(async move {
+                let verdict = state
+                    .auth
+                    .check(
+                        authorization.as_ref().map(HeaderValue::as_bytes),
+                        peer.as_ref(),
+                    )
+                    .await;
+                match verdict {
+                    Ok(_) => Verdict::Allowed,
+                    Err(AuthError::Unauthenticated(why) | AuthError::Forbidden(why)) => {
+                        Verdict::Revoked(why)
+                    }
+                    Err(AuthError::Unavailable(_) | AuthError::Busy(_)) => Verdict::Unknown,
+                }
+            })
+        }),
+    ))
 }
 
 fn boxed<B: MessageBody + 'static>(r: Response<B>) -> Response<HttpBody> {
@@ -1065,6 +1109,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         offload,
         hash_slots: Arc::new(tokio::sync::Semaphore::new(HASH_SLOTS)),
         tar_slots: Arc::new(tokio::sync::Semaphore::new(TAR_SLOTS)),
+        reauthorize: cfg.reauthorize_interval,
     });
 
     let listener = TcpListener::bind(SocketAddr::new(cfg.address, cfg.port))

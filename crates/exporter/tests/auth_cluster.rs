@@ -706,3 +706,144 @@ fn rand_suffix() -> u64 {
     );
     h.finish()
 }
+
+/// Issue 10, item 8: a long transfer is re-authorized while it runs. A slow download whose permission
+/// stays completes across several re-checks; once the RoleBinding is deleted, the next re-check ends
+/// the running download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_permission_ends_a_running_download() {
+    let Some(env) = Testenv::require("auth_cluster") else {
+        return;
+    };
+    let admin = env.admin().await.unwrap_or_else(|e| panic!("{e}"));
+    let ns = env
+        .namespace("svdm-exporter-revoke")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let crb_name = format!("{}-auth-delegator", ns.name);
+    let result = tokio::spawn(revoke_checks(
+        env.clone(),
+        admin.clone(),
+        ns.name.clone(),
+        crb_name.clone(),
+    ))
+    .await;
+    let _ = Api::<ClusterRoleBinding>::all(admin.clone())
+        .delete(&crb_name, &DeleteParams::default())
+        .await;
+    let _ = ns.delete().await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+async fn revoke_checks(env: Testenv, admin: kube::Client, ns: String, crb_name: String) {
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), &ns);
+    for name in ["exporter", "allowed"] {
+        create(&sas, json!({"metadata": {"name": name}})).await;
+    }
+    create(
+        &Api::<Role>::namespaced(admin.clone(), &ns),
+        downloader_role("downloader", EXPORT),
+    )
+    .await;
+    let rbs: Api<RoleBinding> = Api::namespaced(admin.clone(), &ns);
+    create(
+        &rbs,
+        binding("allowed", "downloader", sa_subject(&ns, "allowed")),
+    )
+    .await;
+    create(
+        &Api::<ClusterRoleBinding>::all(admin.clone()),
+        json!({
+            "metadata": {"name": crb_name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+            "subjects": [sa_subject(&ns, "exporter")],
+        }),
+    )
+    .await;
+    let exporter_token = token(&admin, &ns, "exporter").await;
+    let allowed = token(&admin, &ns, "allowed").await;
+    let vol = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // Sparse, so the exporter reads it at memory speed and the client alone sets the pace.
+    let size: u64 = 256 << 20;
+    std::fs::File::create(vol.path().join("big"))
+        .and_then(|f| f.set_len(size))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let kubeconfig = exporter_kubeconfig(&env, &exporter_token, vol.path());
+    let mut opts = Opts::fs(vol.path());
+    opts.no_auth = false;
+    opts.export = (ns.clone(), EXPORT.into());
+    opts.env.push((
+        "KUBECONFIG".into(),
+        kubeconfig.to_string_lossy().into_owned(),
+    ));
+    opts.args
+        .extend(["--reauthorize-interval", "1s", "--auth-cache-ttl", "500ms"].map(String::from));
+    let ex = tokio::task::block_in_place(|| Exporter::start(opts));
+
+    use std::io::{Read, Write};
+    // Reads a download of `big` slowly (a 64 KiB window, a pause per read) for `secs` seconds (or to the end); returns the
+    // bytes of body received and whether the response ended early.
+    let slow_download = |secs: u64| {
+        let mut s = ex.client().connect();
+        let _ = nix::sys::socket::setsockopt(
+            s.get_ref(),
+            nix::sys::socket::sockopt::RcvBuf,
+            &(64 * 1024),
+        );
+        let head = format!(
+            "GET /api/v1/files/big HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {allowed}\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).unwrap_or_default();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut got = 0usize;
+        let started = Instant::now();
+        let mut ended = false;
+        while started.elapsed() < Duration::from_secs(secs) {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    ended = true;
+                    break;
+                }
+                Ok(n) => got += n,
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        (got, ended)
+    };
+    // Permission kept: several re-checks pass, the transfer goes on.
+    let (got, ended) = tokio::task::block_in_place(|| slow_download(5));
+    assert!(!ended, "a permitted download was cut after {got} bytes");
+    assert!(got > 1 << 20, "only {got} bytes in 5 s");
+
+    // Permission revoked while a download runs: it ends at the next re-check.
+    let (got, ended, took_after) = tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let started = Instant::now();
+                let (got, ended) = slow_download(30);
+                (got, ended, started.elapsed())
+            });
+            std::thread::sleep(Duration::from_secs(2));
+            let rt = tokio::runtime::Handle::current();
+            rt.block_on(async {
+                rbs.delete("allowed", &DeleteParams::default())
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            });
+            reader.join().unwrap_or((0, false, Duration::ZERO))
+        })
+    });
+    eprintln!("after the revocation the download ended: {ended}, {got} bytes in {took_after:?}");
+    assert!(
+        ended,
+        "the download went on for 30 s after its permission was revoked"
+    );
+    assert!((got as u64) < size);
+    assert!(
+        took_after < Duration::from_secs(15),
+        "it took {took_after:?} to end"
+    );
+    assert!(ex.log_text().contains("transfer ended after"));
+}
