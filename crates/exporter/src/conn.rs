@@ -22,12 +22,14 @@ use tokio::time::{Instant, Sleep};
 const TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 39\r\n\r\nthe request head is too large to serve\n";
 
 /// Tracks where request heads end in the bytes read: counts the bytes since the last `\r\n\r\n`.
+/// Only line ends are looked at (memchr), so a kilobyte of token costs a few comparisons.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct HeadMeter {
     /// Bytes of the head being received (since the end of the previous one).
     pending: usize,
-    /// How many of the last bytes seen were a prefix of `\r\n\r\n` (0..=3).
-    matched: u8,
+    /// The last three bytes seen, oldest first (fewer at the very start).
+    tail: [u8; 3],
+    tail_len: usize,
     /// Whether any head has been completed on this connection.
     pub completed_one: bool,
 }
@@ -37,24 +39,50 @@ impl HeadMeter {
     /// within the same read counts as well). Bytes after a finished head (the next pipelined request)
     /// count towards the next one. A request body would count too: this server takes none.
     pub fn feed(&mut self, data: &[u8], limit: usize) -> Result<(), HeadTooLarge> {
-        const END: &[u8; 4] = b"\r\n\r\n";
-        for &b in data {
-            self.pending += 1;
+        let mut from = 0;
+        for lf in memchr::memchr_iter(b'\n', data) {
+            self.pending += lf + 1 - from;
             if self.pending > limit {
                 return Err(HeadTooLarge);
             }
-            if b == END[usize::from(self.matched)] {
-                self.matched += 1;
-                if self.matched == 4 {
-                    self.pending = 0;
-                    self.matched = 0;
-                    self.completed_one = true;
-                }
-            } else {
-                self.matched = u8::from(b == b'\r');
+            if self.preceded_by_crlfcr(data, lf) {
+                self.pending = 0;
+                self.completed_one = true;
             }
+            from = lf + 1;
+        }
+        self.pending += data.len() - from;
+        self.remember_tail(data);
+        if self.pending > limit {
+            return Err(HeadTooLarge);
         }
         Ok(())
+    }
+
+    /// Whether the three bytes before `data[lf]` (reaching back into earlier reads) are `\r\n\r`.
+    fn preceded_by_crlfcr(&self, data: &[u8], lf: usize) -> bool {
+        let byte = |back: usize| -> Option<u8> {
+            // `back` = 1 is the byte right before the LF.
+            if back <= lf {
+                Some(data[lf - back])
+            } else {
+                let i = self.tail_len.checked_sub(back - lf)?;
+                Some(self.tail[i])
+            }
+        };
+        byte(1) == Some(b'\r') && byte(2) == Some(b'\n') && byte(3) == Some(b'\r')
+    }
+
+    fn remember_tail(&mut self, data: &[u8]) {
+        for &b in data.iter().rev().take(3).rev() {
+            if self.tail_len == 3 {
+                self.tail.copy_within(1.., 0);
+                self.tail[2] = b;
+            } else {
+                self.tail[self.tail_len] = b;
+                self.tail_len += 1;
+            }
+        }
     }
 
     /// Bytes of the head being received.
@@ -319,6 +347,57 @@ mod tests {
         assert_eq!(m.feed(&big, 100), Err(HeadTooLarge));
         let mut m = HeadMeter::default();
         assert_eq!(m.feed(&big, 204), Ok(()));
+    }
+
+    /// The byte-at-a-time definition the meter must agree with, over every way of cutting random
+    /// streams of the characters that matter into reads.
+    #[test]
+    fn head_meter_matches_a_byte_by_byte_reference() {
+        fn reference(stream: &[u8], limit: usize) -> (Result<(), HeadTooLarge>, usize, bool) {
+            let (mut pending, mut done) = (0usize, false);
+            for (i, &b) in stream.iter().enumerate() {
+                pending += 1;
+                if pending > limit {
+                    return (Err(HeadTooLarge), pending, done);
+                }
+                if b == b'\n' && i >= 3 && &stream[i - 3..i] == b"\r\n\r" {
+                    pending = 0;
+                    done = true;
+                }
+            }
+            (Ok(()), pending, done)
+        }
+        let mut x: u64 = 0x1234_5678;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 40) as usize;
+            let stream: Vec<u8> = (0..len)
+                .map(|_| [b'\r', b'\n', b'a'][(next() % 3) as usize])
+                .collect();
+            let limit = (next() % 20) as usize + 1;
+            let (want, want_pending, want_done) = reference(&stream, limit);
+            let mut m = HeadMeter::default();
+            let mut got = Ok(());
+            let mut at = 0;
+            while at < stream.len() && got.is_ok() {
+                let n = ((next() % 5) as usize + 1).min(stream.len() - at);
+                got = m.feed(&stream[at..at + n], limit);
+                at += n;
+            }
+            assert_eq!(got, want, "{stream:?} limit {limit}");
+            if want.is_ok() {
+                assert_eq!(
+                    (m.pending(), m.completed_one),
+                    (want_pending, want_done),
+                    "{stream:?}"
+                );
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]
