@@ -158,29 +158,10 @@ func (c *client) tree(root, format string, conns int) error {
 	q := &queue{}
 	q.cond = sync.NewCond(&q.mu)
 	q.push(root)
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	for i := 0; i < conns; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				u, ok := q.pop()
-				if !ok {
-					return
-				}
-				if err := c.visit(q, u, format); err != nil {
-					firstErr.CompareAndSwap(nil, err)
-				}
-				q.done()
-			}
-		}()
-	}
-	wg.Wait()
-	if e, ok := firstErr.Load().(error); ok {
-		return e
-	}
-	return nil
+	return workers(conns, q.pop, func(u string) error {
+		defer q.done()
+		return c.visit(q, u, format)
+	})
 }
 
 func (c *client) visit(q *queue, u, format string) error {
@@ -321,6 +302,18 @@ func main() {
 // each runs f over list with `conns` workers taking items in order.
 func each(list []string, conns int, f func(string) error) error {
 	var next atomic.Int64
+	return workers(conns, func() (string, bool) {
+		i := int(next.Add(1)) - 1
+		if i >= len(list) {
+			return "", false
+		}
+		return list[i], true
+	}, f)
+}
+
+// workers runs f on what take hands out, with `conns` goroutines, until take says there is no more;
+// the first error is returned, after all of them have stopped.
+func workers(conns int, take func() (string, bool), f func(string) error) error {
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
 	for i := 0; i < conns; i++ {
@@ -328,11 +321,11 @@ func each(list []string, conns int, f func(string) error) error {
 		go func() {
 			defer wg.Done()
 			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(list) {
+				item, ok := take()
+				if !ok {
 					return
 				}
-				if err := f(list[i]); err != nil {
+				if err := f(item); err != nil {
 					firstErr.CompareAndSwap(nil, err)
 				}
 			}

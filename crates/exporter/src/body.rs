@@ -37,18 +37,23 @@ pub enum Content {
     File(Arc<File>),
 }
 
+/// `length` bytes from `start` of a file read whole. Callers pass ranges inside the file's size, which
+/// is what was read; anything beyond is cut off rather than panicking.
+pub fn memory_range(bytes: &Bytes, start: u64, length: u64) -> Bytes {
+    let from = usize::try_from(start)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    let to = usize::try_from(start.saturating_add(length))
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    bytes.slice(from..to)
+}
+
 /// `length` bytes of `content` from `start`.
 pub fn content_range(content: &Content, start: u64, length: u64) -> BoxBody {
     match content {
         Content::Memory(bytes) => {
-            // Callers pass ranges inside the content's size, which is what was read.
-            let from = usize::try_from(start)
-                .unwrap_or(usize::MAX)
-                .min(bytes.len());
-            let to = usize::try_from(start.saturating_add(length))
-                .unwrap_or(usize::MAX)
-                .min(bytes.len());
-            let part = bytes.slice(from..to);
+            let part = memory_range(bytes, start, length);
             Box::pin(stream::once(std::future::ready(Ok(part))))
         }
         Content::File(file) => file_range(file.clone(), start, length),

@@ -29,7 +29,7 @@ use crate::activity::{Activity, renew_lease};
 use crate::auth::{Auth, AuthError, PeerCert, REALM_CHALLENGE, ReviewLimits};
 use crate::block::BlockVolume;
 use crate::body::{
-    AccessLog, BoxBody, Content, Metered, Reauth, Verdict, content_range, multipart,
+    AccessLog, BoxBody, Content, Metered, Reauth, Verdict, content_range, memory_range, multipart,
 };
 use crate::conditional::{Conditions, Decision, Validators, evaluate};
 use crate::config::{Config, Mode};
@@ -723,15 +723,7 @@ fn boundary() -> String {
 /// `length` bytes of `content` from `start` as a response body.
 fn body_of(content: &Content, start: u64, length: u64) -> Body {
     match content {
-        Content::Memory(bytes) => {
-            let from = usize::try_from(start)
-                .unwrap_or(usize::MAX)
-                .min(bytes.len());
-            let to = usize::try_from(start.saturating_add(length))
-                .unwrap_or(usize::MAX)
-                .min(bytes.len());
-            Body::Bytes(bytes.slice(from..to))
-        }
+        Content::Memory(bytes) => Body::Bytes(memory_range(bytes, start, length)),
         Content::File(_) => Body::Sized(length, content_range(content, start, length)),
     }
 }

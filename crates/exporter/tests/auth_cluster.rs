@@ -491,22 +491,23 @@ fn connections_to(pid: u32, port: u16) -> usize {
         .count()
 }
 
-/// Issue 10, item 2: unauthenticated requests cannot be multiplied into API-server load. The same bad
-/// token costs one TokenReview (negative cache), an oversized token none, and a flood of distinct
-/// random tokens only the budget (burst plus rate), answered 503 with Retry-After beyond it, over a
-/// handful of pooled connections — while an authorized user keeps downloading throughout.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unauthenticated_traffic_costs_bounded_reviews() {
+/// Runs `body` with a fresh namespace (and the name of a ClusterRoleBinding it may create), then
+/// deletes both whatever happened, and re-raises a failure.
+async fn in_test_namespace<F, Fut>(prefix: &str, body: F)
+where
+    F: FnOnce(Testenv, kube::Client, String, String) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let Some(env) = Testenv::require("auth_cluster") else {
         return;
     };
     let admin = env.admin().await.unwrap_or_else(|e| panic!("{e}"));
     let ns = env
-        .namespace("svdm-exporter-flood")
+        .namespace(prefix)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let crb_name = format!("{}-auth-delegator", ns.name);
-    let result = tokio::spawn(flood_checks(
+    let result = tokio::spawn(body(
         env.clone(),
         admin.clone(),
         ns.name.clone(),
@@ -522,19 +523,29 @@ async fn unauthenticated_traffic_costs_bounded_reviews() {
     }
 }
 
-async fn flood_checks(env: Testenv, admin: kube::Client, ns: String, crb_name: String) {
-    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), &ns);
+/// An exporter for EXPORT in `ns` running as its own ServiceAccount (auth-delegator through
+/// `crb_name`), serving `vol`, and the token of ServiceAccount `allowed`, which may download it
+/// through the RoleBinding `allowed`.
+async fn export_with_a_downloader(
+    env: &Testenv,
+    admin: &kube::Client,
+    ns: &str,
+    crb_name: &str,
+    vol: &std::path::Path,
+    args: &[&str],
+) -> (Exporter, String) {
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), ns);
     for name in ["exporter", "allowed"] {
         create(&sas, json!({"metadata": {"name": name}})).await;
     }
     create(
-        &Api::<Role>::namespaced(admin.clone(), &ns),
+        &Api::<Role>::namespaced(admin.clone(), ns),
         downloader_role("downloader", EXPORT),
     )
     .await;
     create(
-        &Api::<RoleBinding>::namespaced(admin.clone(), &ns),
-        binding("allowed", "downloader", sa_subject(&ns, "allowed")),
+        &Api::<RoleBinding>::namespaced(admin.clone(), ns),
+        binding("allowed", "downloader", sa_subject(ns, "allowed")),
     )
     .await;
     create(
@@ -542,31 +553,52 @@ async fn flood_checks(env: Testenv, admin: kube::Client, ns: String, crb_name: S
         json!({
             "metadata": {"name": crb_name},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
-            "subjects": [sa_subject(&ns, "exporter")],
+            "subjects": [sa_subject(ns, "exporter")],
         }),
     )
     .await;
-    let exporter_token = token(&admin, &ns, "exporter").await;
-    let allowed = token(&admin, &ns, "allowed").await;
-    let vol = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    write(&vol.path().join("f.txt"), "payload\n");
-    let kubeconfig = exporter_kubeconfig(&env, &exporter_token, vol.path());
-    let api_port: u16 = std::env::var("TESTENV_API_URL")
-        .ok()
-        .and_then(|u| u.rsplit(':').next().and_then(|p| p.parse().ok()))
-        .unwrap_or_else(|| panic!("TESTENV_API_URL has no port"));
-    let mut opts = Opts::fs(vol.path());
+    let exporter_token = token(admin, ns, "exporter").await;
+    let allowed = token(admin, ns, "allowed").await;
+    let kubeconfig = exporter_kubeconfig(env, &exporter_token, vol);
+    let mut opts = Opts::fs(vol);
     opts.no_auth = false;
-    opts.export = (ns.clone(), EXPORT.into());
+    opts.export = (ns.to_owned(), EXPORT.into());
     opts.env.push((
         "KUBECONFIG".into(),
         kubeconfig.to_string_lossy().into_owned(),
     ));
+    opts.args.extend(args.iter().map(|a| a.to_string()));
+    let ex = tokio::task::block_in_place(|| Exporter::start(opts));
+    (ex, allowed)
+}
+
+/// Issue 10, item 2: unauthenticated requests cannot be multiplied into API-server load. The same bad
+/// token costs one TokenReview (negative cache), an oversized token none, and a flood of distinct
+/// random tokens only the budget (burst plus rate), answered 503 with Retry-After beyond it, over a
+/// handful of pooled connections — while an authorized user keeps downloading throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_traffic_costs_bounded_reviews() {
+    in_test_namespace("svdm-exporter-flood", flood_checks).await;
+}
+
+async fn flood_checks(env: Testenv, admin: kube::Client, ns: String, crb_name: String) {
+    let vol = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write(&vol.path().join("f.txt"), "payload\n");
+    let api_port: u16 = std::env::var("TESTENV_API_URL")
+        .ok()
+        .and_then(|u| u.rsplit(':').next().and_then(|p| p.parse().ok()))
+        .unwrap_or_else(|| panic!("TESTENV_API_URL has no port"));
     // A short positive cache: the authorized user's token is re-reviewed during the flood, as a
     // known token outside the budget.
-    opts.args
-        .extend(["--auth-cache-ttl", "1s"].map(String::from));
-    let ex = tokio::task::block_in_place(|| Exporter::start(opts));
+    let (ex, allowed) = export_with_a_downloader(
+        &env,
+        &admin,
+        &ns,
+        &crb_name,
+        vol.path(),
+        &["--auth-cache-ttl", "1s"],
+    )
+    .await;
     let bearer = |t: &str| format!("Bearer {t}");
 
     tokio::task::block_in_place(|| {
@@ -712,76 +744,26 @@ fn rand_suffix() -> u64 {
 /// the running download.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_permission_ends_a_running_download() {
-    let Some(env) = Testenv::require("auth_cluster") else {
-        return;
-    };
-    let admin = env.admin().await.unwrap_or_else(|e| panic!("{e}"));
-    let ns = env
-        .namespace("svdm-exporter-revoke")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let crb_name = format!("{}-auth-delegator", ns.name);
-    let result = tokio::spawn(revoke_checks(
-        env.clone(),
-        admin.clone(),
-        ns.name.clone(),
-        crb_name.clone(),
-    ))
-    .await;
-    let _ = Api::<ClusterRoleBinding>::all(admin.clone())
-        .delete(&crb_name, &DeleteParams::default())
-        .await;
-    let _ = ns.delete().await;
-    if let Err(e) = result {
-        std::panic::resume_unwind(e.into_panic());
-    }
+    in_test_namespace("svdm-exporter-revoke", revoke_checks).await;
 }
 
 async fn revoke_checks(env: Testenv, admin: kube::Client, ns: String, crb_name: String) {
-    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), &ns);
-    for name in ["exporter", "allowed"] {
-        create(&sas, json!({"metadata": {"name": name}})).await;
-    }
-    create(
-        &Api::<Role>::namespaced(admin.clone(), &ns),
-        downloader_role("downloader", EXPORT),
-    )
-    .await;
-    let rbs: Api<RoleBinding> = Api::namespaced(admin.clone(), &ns);
-    create(
-        &rbs,
-        binding("allowed", "downloader", sa_subject(&ns, "allowed")),
-    )
-    .await;
-    create(
-        &Api::<ClusterRoleBinding>::all(admin.clone()),
-        json!({
-            "metadata": {"name": crb_name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
-            "subjects": [sa_subject(&ns, "exporter")],
-        }),
-    )
-    .await;
-    let exporter_token = token(&admin, &ns, "exporter").await;
-    let allowed = token(&admin, &ns, "allowed").await;
     let vol = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     // Sparse, so the exporter reads it at memory speed and the client alone sets the pace.
     let size: u64 = 256 << 20;
     std::fs::File::create(vol.path().join("big"))
         .and_then(|f| f.set_len(size))
         .unwrap_or_else(|e| panic!("{e}"));
-    let kubeconfig = exporter_kubeconfig(&env, &exporter_token, vol.path());
-    let mut opts = Opts::fs(vol.path());
-    opts.no_auth = false;
-    opts.export = (ns.clone(), EXPORT.into());
-    opts.env.push((
-        "KUBECONFIG".into(),
-        kubeconfig.to_string_lossy().into_owned(),
-    ));
-    opts.args
-        .extend(["--reauthorize-interval", "1s", "--auth-cache-ttl", "500ms"].map(String::from));
-    let ex = tokio::task::block_in_place(|| Exporter::start(opts));
-
+    let (ex, allowed) = export_with_a_downloader(
+        &env,
+        &admin,
+        &ns,
+        &crb_name,
+        vol.path(),
+        &["--reauthorize-interval", "1s", "--auth-cache-ttl", "500ms"],
+    )
+    .await;
+    let rbs: Api<RoleBinding> = Api::namespaced(admin.clone(), &ns);
     use std::io::{Read, Write};
     // Reads a download of `big` slowly (a 64 KiB window, a pause per read) for `secs` seconds (or to the end); returns the
     // bytes of body received and whether the response ended early.

@@ -22,21 +22,43 @@ fn unreachable_kubeconfig(dir: &std::path::Path) -> std::path::PathBuf {
     p
 }
 
-#[test]
-fn challenges_and_api_outage() {
-    let vol = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    write(&vol.path().join("f"), "data");
-    let kc = unreachable_kubeconfig(vol.path());
-    let client_pki = server_pki();
-    let client_ca = vol.path().join("client-ca.crt");
-    write(&client_ca, &client_pki.ca.cert_pem);
-    let mut opts = Opts::fs(vol.path());
+/// A client certificate for user `alice` in group `team`, signed by `ca`.
+fn alice_signed_by(ca: &svdm_pki::CertPair) -> svdm_pki::CertPair {
+    svdm_pki::issue(
+        ca,
+        &svdm_pki::LeafSpec {
+            common_name: "alice",
+            organizations: &["team"],
+            dns_names: &[],
+            ip_addresses: &[],
+            usage: svdm_pki::Usage::Client,
+            validity: DAY,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// An exporter with authentication on, pointed at an API server that refuses connections, trusting
+/// client certificates from the CA in `client_ca` (a file in `vol`, which also holds the volume).
+fn offline_exporter(vol: &std::path::Path, client_ca: &std::path::Path) -> Exporter {
+    let kc = unreachable_kubeconfig(vol);
+    let mut opts = Opts::fs(vol);
     opts.no_auth = false;
     opts.env
         .push(("KUBECONFIG".into(), kc.to_string_lossy().into_owned()));
     opts.args.push("--client-ca".into());
     opts.args.push(client_ca.to_string_lossy().into_owned());
-    let ex = Exporter::start(opts);
+    Exporter::start(opts)
+}
+
+#[test]
+fn challenges_and_api_outage() {
+    let vol = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write(&vol.path().join("f"), "data");
+    let client_pki = server_pki();
+    let client_ca = vol.path().join("client-ca.crt");
+    write(&client_ca, &client_pki.ca.cert_pem);
+    let ex = offline_exporter(vol.path(), &client_ca);
     let c = ex.client();
     let challenge = "Bearer realm=\"storage-volume-data-manager\"";
 
@@ -96,18 +118,7 @@ fn challenges_and_api_outage() {
         r.text()
     );
     // A trusted client certificate gets as far as the access review (API down: 503).
-    let trusted = svdm_pki::issue(
-        &client_pki.ca,
-        &svdm_pki::LeafSpec {
-            common_name: "alice",
-            organizations: &["team"],
-            dns_names: &[],
-            ip_addresses: &[],
-            usage: svdm_pki::Usage::Client,
-            validity: DAY,
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let trusted = alice_signed_by(&client_pki.ca);
     let c3 = Client::new(&ex.ca_pem, ex.addr, Some(&trusted));
     assert_eq!(c3.get("/api/v1/files/f").status, 503);
     // The same CA, but two common names: the API server would take the last one (bob); a certificate
@@ -134,33 +145,12 @@ fn challenges_and_api_outage() {
 fn client_ca_changes_are_followed() {
     let vol = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     write(&vol.path().join("f"), "data");
-    let kc = unreachable_kubeconfig(vol.path());
     let ca_file = vol.path().join("client-ca.crt");
     write(&ca_file, "");
-    let mut opts = Opts::fs(vol.path());
-    opts.no_auth = false;
-    opts.env
-        .push(("KUBECONFIG".into(), kc.to_string_lossy().into_owned()));
-    opts.args.push("--client-ca".into());
-    opts.args.push(ca_file.to_string_lossy().into_owned());
-    let ex = Exporter::start(opts);
-    let cert_from = |ca: &svdm_pki::CertPair| {
-        svdm_pki::issue(
-            ca,
-            &svdm_pki::LeafSpec {
-                common_name: "alice",
-                organizations: &["team"],
-                dns_names: &[],
-                ip_addresses: &[],
-                usage: svdm_pki::Usage::Client,
-                validity: DAY,
-            },
-        )
-        .unwrap_or_else(|e| panic!("{e}"))
-    };
+    let ex = offline_exporter(vol.path(), &ca_file);
     let first = server_pki().ca;
     let second = server_pki().ca;
-    let (from_first, from_second) = (cert_from(&first), cert_from(&second));
+    let (from_first, from_second) = (alice_signed_by(&first), alice_signed_by(&second));
     let status_with = |cert: &svdm_pki::CertPair| {
         Client::new(&ex.ca_pem, ex.addr, Some(cert))
             .get("/api/v1/files/f")
