@@ -1,3 +1,19 @@
+/*
+Copyright 2026 Flant JSC
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
 /* Measurement aid for bench/exporter-callgrind.sh only: valgrind 3.19 (Debian bookworm) does not
  * know the openat2 system call, so under callgrind the exporter would refuse to start. Preloaded into
  * the process under valgrind, this maps openat2 to openat with the same flags. It drops the

@@ -1,4 +1,18 @@
 #!/usr/bin/env bash
+# Copyright 2026 Flant JSC
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+#
 # Instructions the exporter executes per small-file request, counted by valgrind's callgrind: unlike
 # timings, the count is the same from run to run on a busy machine, so before/after comparisons of
 # the request path are exact. User-space instructions only (the kernel's TCP and file work is not in

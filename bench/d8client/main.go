@@ -1,3 +1,19 @@
+/*
+Copyright 2026 Flant JSC
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
 // Command d8client is the benchmark client of bench/exporter.sh. It downloads the way `d8 data export
 // download` does (reference/d8-contract.md §7.2: GET a directory listing, recurse into "dir" items, GET
 // every "file" item with its own request) over a fixed number of keep-alive HTTP/1.1 connections, and
