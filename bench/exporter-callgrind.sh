@@ -71,6 +71,7 @@ port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print
 
 args=(--mode filesystem --source "$work/data" --address 127.0.0.1 --port "$port"
   --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" --log-level warn)
+if "$exporter" --help | grep -q -- --admin-port; then args+=(--admin-port 0); fi
 client=("$work/d8client" -cacert "$work/cert.pem" -mode files -conns 1 -url "https://127.0.0.1:$port/api/v1/files/small/")
 if [ "$AUTH" = 1 ]; then
   # shellcheck disable=SC1091

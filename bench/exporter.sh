@@ -105,12 +105,14 @@ openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/key.pem" -out "$work/ce
   -subj /CN=localhost -addext "subjectAltName=IP:127.0.0.1" 2>/dev/null
 
 pe=$(free_port); pb=$(free_port); pn=$(free_port); pg=$(free_port); pa=$(free_port)
-"${srv_cpu[@]}" "$exporter" --mode filesystem --source "$data" --address 127.0.0.1 --port "$pe" \
+# Several exporters run side by side: each takes a free admin port (builds that have one).
+admin_port=(); if "$exporter" --help | grep -q -- --admin-port; then admin_port=(--admin-port 0); fi
+"${srv_cpu[@]}" "$exporter" "${admin_port[@]}" --mode filesystem --source "$data" --address 127.0.0.1 --port "$pe" \
   --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" --export-namespace b --export-name b \
   --no-auth --log-level warn > "$work/exporter.log" 2>&1 &
 epid=$!; pids+=("$epid")
 if [ -n "$loopdev" ]; then
-  "${srv_cpu[@]}" "$exporter" --mode block --source "$loopdev" --address 127.0.0.1 --port "$pb" \
+  "${srv_cpu[@]}" "$exporter" "${admin_port[@]}" --mode block --source "$loopdev" --address 127.0.0.1 --port "$pb" \
     --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" --export-namespace b --export-name b \
     --no-auth --log-level warn > "$work/exporter-block.log" 2>&1 &
   pids+=("$!")
@@ -192,7 +194,7 @@ contexts:
   context: {cluster: c, user: u}
 current-context: x
 KC
-  KUBECONFIG=$work/exporter.kubeconfig "${srv_cpu[@]}" "$exporter" --mode filesystem --source "$data" \
+  KUBECONFIG=$work/exporter.kubeconfig "${srv_cpu[@]}" "$exporter" "${admin_port[@]}" --mode filesystem --source "$data" \
     --address 127.0.0.1 --port "$pa" --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" \
     --export-namespace bench --export-name b --log-level warn > "$work/exporter-auth.log" 2>&1 &
   apid=$!; pids+=("$apid")
