@@ -73,6 +73,9 @@ pub mod legacy {
 /// Container port of the exporter and the Service port in front of it.
 pub const EXPORTER_PORT: u16 = 8443;
 pub const EXPORTER_SERVICE_PORT: u16 = 443;
+/// The exporter's plain-HTTP port for probes and metrics (`/healthz`, `/readyz`, `/metrics`). Neither
+/// the Service nor the Ingress publishes it.
+pub const EXPORTER_ADMIN_PORT: u16 = 8080;
 /// Paths inside the exporter pod.
 pub const EXPORTER_FS_MOUNT: &str = "/data";
 pub const EXPORTER_BLOCK_DEVICE: &str = "/dev/svdm-data";

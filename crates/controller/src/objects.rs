@@ -291,12 +291,14 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     }
 }
 
+/// Probes use the exporter's admin port (plain HTTP), which the Service does not publish: health and
+/// metrics are not reachable through the export's URLs.
 fn probe(path: &str, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
-            port: IntOrString::Int(i32::from(names::EXPORTER_PORT)),
-            scheme: Some("HTTPS".to_owned()),
+            port: IntOrString::Int(i32::from(names::EXPORTER_ADMIN_PORT)),
+            scheme: Some("HTTP".to_owned()),
             ..Default::default()
         }),
         period_seconds: Some(period),
@@ -318,6 +320,7 @@ pub fn exporter_args(owner: &Owner, mode: VolumeMode, lease_name: &str) -> Vec<S
         format!("--source={source}"),
         "--address=$(POD_IP)".to_owned(),
         format!("--port={}", names::EXPORTER_PORT),
+        format!("--admin-port={}", names::EXPORTER_ADMIN_PORT),
         format!("--tls-cert={tls}/{}", names::TLS_SECRET_CERT),
         format!("--tls-key={tls}/{}", names::TLS_SECRET_KEY),
         format!("--client-ca={tls}/{}", names::TLS_SECRET_CLIENT_CA),
@@ -370,12 +373,20 @@ pub fn exporter_pod(
             field_env("POD_IP", "status.podIP"),
             field_env("POD_NAME", "metadata.name"),
         ]),
-        ports: Some(vec![ContainerPort {
-            name: Some("https".to_owned()),
-            container_port: i32::from(names::EXPORTER_PORT),
-            protocol: Some("TCP".to_owned()),
-            ..Default::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("https".to_owned()),
+                container_port: i32::from(names::EXPORTER_PORT),
+                protocol: Some("TCP".to_owned()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("http-admin".to_owned()),
+                container_port: i32::from(names::EXPORTER_ADMIN_PORT),
+                protocol: Some("TCP".to_owned()),
+                ..Default::default()
+            },
+        ]),
         volume_mounts: Some(mounts),
         volume_devices: devices,
         readiness_probe: Some(probe("/readyz", 5, 3)),

@@ -6,8 +6,8 @@
 //! a token or an Authorization header.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::authorization::v1::{
@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::TtlCache;
 use crate::metrics::Metrics;
+use crate::throttle::{Budget, Flights};
 
 pub const API_GROUP: &str = "storage.deckhouse.io";
 pub const RESOURCE: &str = "dataexports";
@@ -33,27 +34,60 @@ pub struct Identity {
     pub extra: BTreeMap<String, Vec<String>>,
 }
 
+/// An authenticated identity with the key its access decision is cached under, computed once when the
+/// identity is established (a TokenReview, a TLS handshake) rather than on every request.
+#[derive(Debug)]
+pub struct Principal {
+    pub identity: Identity,
+    access_key: [u8; 32],
+}
+
+impl Principal {
+    pub fn new(identity: Identity) -> Principal {
+        Principal {
+            access_key: identity_key(&identity),
+            identity,
+        }
+    }
+
+    /// The user a verified client certificate names: CN is the user, O the groups, as the API server
+    /// takes them.
+    pub fn from_certificate(cn: String, orgs: Vec<String>) -> Principal {
+        let mut groups = orgs;
+        // The API server adds this group to every authenticated user; RBAC bindings to it must work the
+        // same here.
+        groups.push("system:authenticated".into());
+        Principal::new(Identity {
+            username: cn,
+            uid: String::new(),
+            groups,
+            extra: BTreeMap::new(),
+        })
+    }
+
+    pub fn username(&self) -> &str {
+        &self.identity.username
+    }
+}
+
 /// What a TLS client certificate said, as checked during the handshake.
 #[derive(Debug, Clone)]
 pub enum PeerCert {
-    Verified {
-        cn: String,
-        orgs: Vec<String>,
-    },
+    Verified(Arc<Principal>),
     /// Presented but not signed by the client CA (or expired); never used as an identity.
     Rejected(String),
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum Credential {
+pub enum Credential<'a> {
     Missing,
-    Bearer(String),
+    Bearer(&'a str),
     Basic,
     Other(String),
     Malformed,
 }
 
-pub fn parse_authorization(value: Option<&[u8]>) -> Credential {
+pub fn parse_authorization(value: Option<&[u8]>) -> Credential<'_> {
     let Some(raw) = value else {
         return Credential::Missing;
     };
@@ -69,7 +103,7 @@ pub fn parse_authorization(value: Option<&[u8]>) -> Credential {
         if rest.is_empty() || rest.contains(' ') {
             return Credential::Malformed;
         }
-        Credential::Bearer(rest.to_string())
+        Credential::Bearer(rest)
     } else if scheme.eq_ignore_ascii_case("basic") {
         Credential::Basic
     } else if scheme.is_empty() {
@@ -90,6 +124,53 @@ pub enum AuthError {
     /// 503: the API server could not answer; the request may succeed on retry.
     #[error("{0}")]
     Unavailable(String),
+    /// 503 with a short Retry-After: too many unverified tokens are being reviewed right now.
+    #[error("{0}")]
+    Busy(String),
+}
+
+/// Longest bearer token reviewed. Kubernetes ServiceAccount tokens are about 1 KiB and OIDC tokens a
+/// few; anything longer is refused without asking the API server.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// How long a rejected token, or a denied access decision, is answered from memory.
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
+/// How long a token that authenticated once counts as known: known tokens are re-reviewed (when
+/// their cache entry expires) outside the budget for unknown ones.
+pub const KNOWN_TTL: Duration = Duration::from_secs(3600);
+
+/// Bounds on what unauthenticated traffic can make the exporter ask the API server.
+#[derive(Debug, Clone, Copy)]
+pub struct ReviewLimits {
+    /// API calls (TokenReview or SubjectAccessReview) in flight at once.
+    pub in_flight: usize,
+    /// Reviews of unknown tokens that may fail: at once, and refilled per second.
+    pub burst: u32,
+    pub per_second: f64,
+}
+
+impl Default for ReviewLimits {
+    fn default() -> Self {
+        ReviewLimits {
+            in_flight: 4,
+            burst: 5,
+            per_second: 2.0,
+        }
+    }
+}
+
+const REJECTED: &str =
+    "the bearer token was not accepted by the cluster (expired, revoked or not a Kubernetes token)";
+
+#[derive(Debug, Clone)]
+enum TokenVerdict {
+    Authenticated(Arc<Principal>),
+    Rejected,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum AccessVerdict {
+    Allowed,
+    Denied,
 }
 
 pub fn forbidden_message(user: &str, name: &str, namespace: &str) -> String {
@@ -125,13 +206,28 @@ pub fn identity_key(id: &Identity) -> [u8; 32] {
 }
 
 /// Authentication/authorization backend.
+///
+/// The cost of unauthenticated traffic is bounded: tokens over [`MAX_TOKEN_BYTES`] are refused
+/// outright; a rejected token is answered from memory for [`NEGATIVE_TTL`]; concurrent requests with
+/// the same token share one review; unknown tokens may be reviewed only within a [`Budget`] that
+/// successful reviews do not use up; at most `in_flight` API calls run at once, and everything goes
+/// through the one shared, pooled `kube::Client`. Beyond the budget or the concurrency, requests with
+/// unknown tokens get 503 with Retry-After at once.
 pub struct Auth {
     client: Option<kube::Client>,
     namespace: String,
     name: String,
-    tokens: TtlCache<[u8; 32], Identity>,
-    access: TtlCache<[u8; 32], ()>,
+    tokens: TtlCache<[u8; 32], TokenVerdict>,
+    access: TtlCache<[u8; 32], AccessVerdict>,
+    /// Tokens that authenticated within [`KNOWN_TTL`].
+    known: TtlCache<[u8; 32], ()>,
+    token_flights: Flights<[u8; 32], Result<Arc<Principal>, AuthError>>,
+    access_flights: Flights<[u8; 32], Result<(), AuthError>>,
+    in_flight: tokio::sync::Semaphore,
+    budget: Mutex<Budget>,
     metrics: Arc<Metrics>,
+    /// The identity every request has under `--no-auth`.
+    anonymous: Arc<Principal>,
 }
 
 impl Auth {
@@ -141,6 +237,7 @@ impl Auth {
         namespace: String,
         name: String,
         ttl: Duration,
+        limits: ReviewLimits,
         metrics: Arc<Metrics>,
     ) -> Auth {
         Auth {
@@ -149,25 +246,36 @@ impl Auth {
             name,
             tokens: TtlCache::new(ttl, 10_000),
             access: TtlCache::new(ttl, 10_000),
+            known: TtlCache::new(KNOWN_TTL, 10_000),
+            token_flights: Flights::default(),
+            access_flights: Flights::default(),
+            in_flight: tokio::sync::Semaphore::new(limits.in_flight.max(1)),
+            budget: Mutex::new(Budget::new(limits.burst, limits.per_second, Instant::now())),
             metrics,
+            anonymous: Arc::new(Principal::new(Identity {
+                username: "anonymous (--no-auth)".into(),
+                uid: String::new(),
+                groups: Vec::new(),
+                extra: BTreeMap::new(),
+            })),
         }
+    }
+
+    /// Whether requests are checked at all (false under `--no-auth`).
+    pub fn enabled(&self) -> bool {
+        self.client.is_some()
     }
 
     pub async fn check(
         &self,
         authorization: Option<&[u8]>,
         peer: Option<&PeerCert>,
-    ) -> Result<Identity, AuthError> {
+    ) -> Result<Arc<Principal>, AuthError> {
         let Some(client) = &self.client else {
-            return Ok(Identity {
-                username: "anonymous (--no-auth)".into(),
-                uid: String::new(),
-                groups: Vec::new(),
-                extra: BTreeMap::new(),
-            });
+            return Ok(self.anonymous.clone());
         };
-        let identity = match parse_authorization(authorization) {
-            Credential::Bearer(token) => self.review_token(client, &token).await?,
+        let principal = match parse_authorization(authorization) {
+            Credential::Bearer(token) => self.review_token(client, token).await?,
             Credential::Basic => {
                 return Err(AuthError::Unauthenticated(
                     "Basic authentication is not supported; use a bearer token or a client certificate".into(),
@@ -184,18 +292,7 @@ impl Auth {
                 ));
             }
             Credential::Missing => match peer {
-                Some(PeerCert::Verified { cn, orgs }) => {
-                    let mut groups = orgs.clone();
-                    // The API server adds this group to every authenticated user; RBAC bindings to it must
-                    // work the same here.
-                    groups.push("system:authenticated".into());
-                    Identity {
-                        username: cn.clone(),
-                        uid: String::new(),
-                        groups,
-                        extra: BTreeMap::new(),
-                    }
-                }
+                Some(PeerCert::Verified(p)) => p.clone(),
                 Some(PeerCert::Rejected(why)) => {
                     return Err(AuthError::Unauthenticated(format!(
                         "client certificate not accepted: {why}"
@@ -209,21 +306,60 @@ impl Auth {
                 }
             },
         };
-        self.authorize(client, &identity).await?;
-        Ok(identity)
+        self.authorize(client, &principal).await?;
+        Ok(principal)
     }
 
     async fn review_token(
         &self,
         client: &kube::Client,
         token: &str,
-    ) -> Result<Identity, AuthError> {
-        let key = token_key(token);
-        if let Some(id) = self.tokens.get(&key) {
-            self.metrics.cache("token", true);
-            return Ok(id);
+    ) -> Result<Arc<Principal>, AuthError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::Unauthenticated(format!(
+                "the bearer token is longer than {} KiB; it is not a Kubernetes token",
+                MAX_TOKEN_BYTES / 1024
+            )));
         }
-        self.metrics.cache("token", false);
+        let key = token_key(token);
+        match self.tokens.get(&key) {
+            Some(TokenVerdict::Authenticated(p)) => {
+                self.metrics.cache("token", true);
+                return Ok(p);
+            }
+            Some(TokenVerdict::Rejected) => {
+                self.metrics.cache("token", true);
+                return Err(AuthError::Unauthenticated(REJECTED.into()));
+            }
+            None => self.metrics.cache("token", false),
+        }
+        self.token_flights
+            .run(&key, || self.review_uncached(client, token, key))
+            .await
+    }
+
+    async fn review_uncached(
+        &self,
+        client: &kube::Client,
+        token: &str,
+        key: [u8; 32],
+    ) -> Result<Arc<Principal>, AuthError> {
+        // A token seen to succeed is re-reviewed outside the budget and waits for a slot; an unknown
+        // one needs the budget and a free slot now, or gets a fast 503.
+        let known = self.known.get(&key).is_some();
+        let _slot = if known {
+            self.in_flight.acquire().await.map_err(|_| self.busy())?
+        } else {
+            let admitted = self
+                .budget
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .try_take(Instant::now());
+            if !admitted {
+                return Err(self.busy());
+            }
+            self.in_flight.try_acquire().map_err(|_| self.busy())?
+        };
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: token.to_string(),
@@ -242,29 +378,75 @@ impl Auth {
         let status = result.status.unwrap_or_default();
         if status.authenticated != Some(true) {
             self.metrics.api_call("tokenreview", "rejected");
-            return Err(AuthError::Unauthenticated(
-                "the bearer token was not accepted by the cluster (expired, revoked or not a Kubernetes token)".into(),
-            ));
+            self.tokens
+                .insert_for(key, TokenVerdict::Rejected, NEGATIVE_TTL);
+            return Err(AuthError::Unauthenticated(REJECTED.into()));
         }
         self.metrics.api_call("tokenreview", "authenticated");
+        if !known {
+            self.budget
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .refund(Instant::now());
+        }
         let user = status.user.unwrap_or_default();
-        let id = Identity {
+        let principal = Arc::new(Principal::new(Identity {
             username: user.username.unwrap_or_default(),
             uid: user.uid.unwrap_or_default(),
             groups: user.groups.unwrap_or_default(),
             extra: user.extra.unwrap_or_default(),
-        };
-        self.tokens.insert(key, id.clone());
-        Ok(id)
+        }));
+        self.tokens
+            .insert(key, TokenVerdict::Authenticated(principal.clone()));
+        self.known.insert(key, ());
+        Ok(principal)
     }
 
-    async fn authorize(&self, client: &kube::Client, id: &Identity) -> Result<(), AuthError> {
-        let key = identity_key(id);
-        if self.access.get(&key).is_some() {
-            self.metrics.cache("access", true);
-            return Ok(());
+    fn busy(&self) -> AuthError {
+        self.metrics.throttled.inc();
+        AuthError::Busy(
+            "too many unverified credentials are being checked right now; retry in a moment".into(),
+        )
+    }
+
+    async fn authorize(
+        &self,
+        client: &kube::Client,
+        principal: &Principal,
+    ) -> Result<(), AuthError> {
+        let key = principal.access_key;
+        let denied = || {
+            AuthError::Forbidden(forbidden_message(
+                &principal.identity.username,
+                &self.name,
+                &self.namespace,
+            ))
+        };
+        match self.access.get(&key) {
+            Some(AccessVerdict::Allowed) => {
+                self.metrics.cache("access", true);
+                return Ok(());
+            }
+            Some(AccessVerdict::Denied) => {
+                self.metrics.cache("access", true);
+                return Err(denied());
+            }
+            None => self.metrics.cache("access", false),
         }
-        self.metrics.cache("access", false);
+        self.access_flights
+            .run(&key, || self.review_access(client, principal, key))
+            .await
+    }
+
+    async fn review_access(
+        &self,
+        client: &kube::Client,
+        principal: &Principal,
+        key: [u8; 32],
+    ) -> Result<(), AuthError> {
+        // Only authenticated identities get here: they wait for a slot rather than fail.
+        let _slot = self.in_flight.acquire().await.map_err(|_| self.busy())?;
+        let id = &principal.identity;
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: Some(id.username.clone()),
@@ -295,10 +477,12 @@ impl Auth {
         let status = result.status.unwrap_or_default();
         if status.allowed {
             self.metrics.api_call("subjectaccessreview", "allowed");
-            self.access.insert(key, ());
+            self.access.insert(key, AccessVerdict::Allowed);
             Ok(())
         } else {
             self.metrics.api_call("subjectaccessreview", "denied");
+            self.access
+                .insert_for(key, AccessVerdict::Denied, NEGATIVE_TTL);
             Err(AuthError::Forbidden(forbidden_message(
                 &id.username,
                 &self.name,
@@ -317,11 +501,11 @@ mod tests {
         assert_eq!(parse_authorization(None), Credential::Missing);
         assert_eq!(
             parse_authorization(Some(b"Bearer abc.def")),
-            Credential::Bearer("abc.def".into())
+            Credential::Bearer("abc.def")
         );
         assert_eq!(
             parse_authorization(Some(b"bearer  abc ")),
-            Credential::Bearer("abc".into())
+            Credential::Bearer("abc")
         );
         assert_eq!(parse_authorization(Some(b"Bearer")), Credential::Malformed);
         assert_eq!(
@@ -369,6 +553,7 @@ mod tests {
             "ns".into(),
             "n".into(),
             Duration::from_secs(1),
+            ReviewLimits::default(),
             Arc::new(Metrics::new()),
         );
         assert!(auth.check(None, None).await.is_ok());

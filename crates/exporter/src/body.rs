@@ -6,13 +6,17 @@ use std::io;
 use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Instant;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::future::LocalBoxFuture;
 use futures::stream::{self, Stream, StreamExt};
 
+use actix_http::{Method, Uri};
+
 use crate::activity::Activity;
+use crate::auth::Principal;
 use crate::metrics::Metrics;
 use crate::range::MultipartLayout;
 
@@ -23,6 +27,37 @@ pub type BoxBody = Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>>>>;
 
 fn read_chunk(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
     crate::sys::pread_exact(file.as_fd(), offset, len)
+}
+
+/// What a file response is read from: a small file already read whole (in the step that opened it), or
+/// the open file, read in chunks on the blocking pool.
+#[derive(Clone)]
+pub enum Content {
+    Memory(Bytes),
+    File(Arc<File>),
+}
+
+/// `length` bytes from `start` of a file read whole. Callers pass ranges inside the file's size, which
+/// is what was read; anything beyond is cut off rather than panicking.
+pub fn memory_range(bytes: &Bytes, start: u64, length: u64) -> Bytes {
+    let from = usize::try_from(start)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    let to = usize::try_from(start.saturating_add(length))
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    bytes.slice(from..to)
+}
+
+/// `length` bytes of `content` from `start`.
+pub fn content_range(content: &Content, start: u64, length: u64) -> BoxBody {
+    match content {
+        Content::Memory(bytes) => {
+            let part = memory_range(bytes, start, length);
+            Box::pin(stream::once(std::future::ready(Ok(part))))
+        }
+        Content::File(file) => file_range(file.clone(), start, length),
+    }
 }
 
 /// `length` bytes from `start`, read on the blocking pool with the next chunk already in flight.
@@ -47,12 +82,12 @@ pub fn file_range(file: Arc<File>, start: u64, length: u64) -> BoxBody {
     )
 }
 
-pub fn multipart(file: Arc<File>, layout: MultipartLayout) -> BoxBody {
+pub fn multipart(content: Content, layout: MultipartLayout) -> BoxBody {
     let MultipartLayout { parts, trailer, .. } = layout;
     let mut pieces: Vec<BoxBody> = Vec::with_capacity(parts.len() * 2 + 1);
     for (head, range) in parts {
         pieces.push(Box::pin(stream::once(async move { Ok(Bytes::from(head)) })));
-        pieces.push(file_range(file.clone(), range.start, range.length));
+        pieces.push(content_range(&content, range.start, range.length));
     }
     pieces.push(Box::pin(stream::once(
         async move { Ok(Bytes::from(trailer)) },
@@ -61,11 +96,15 @@ pub fn multipart(file: Arc<File>, layout: MultipartLayout) -> BoxBody {
 }
 
 /// One access-log line per request, written when the response (including a streamed body) is finished.
+/// It holds only cheap handles (the parsed method and URI, the caller's principal), so a request that is
+/// not logged costs no formatting.
 pub struct AccessLog {
-    pub method: String,
-    pub path: String,
+    pub method: Method,
+    /// The request target as received: still percent-encoded, so it cannot carry a line break into the
+    /// log (the HTTP parser admits only visible ASCII there).
+    pub uri: Uri,
     pub status: u16,
-    pub user: String,
+    pub user: Option<Arc<Principal>>,
     pub started: Instant,
     pub bytes: u64,
     pub completed: bool,
@@ -73,15 +112,19 @@ pub struct AccessLog {
 
 impl AccessLog {
     pub fn write(&self) {
+        if !log::log_enabled!(log::Level::Info) {
+            return;
+        }
         let outcome = if self.completed { "" } else { " (incomplete)" };
+        let user = self.user.as_ref().map_or("-", |p| p.username());
         log::info!(
             "{} {} {} {}B {}ms user={:?}{}",
             self.method,
-            self.path,
+            self.uri.path(),
             self.status,
             self.bytes,
             self.started.elapsed().as_millis(),
-            self.user,
+            user,
             outcome
         );
     }
@@ -94,6 +137,7 @@ pub struct Metered {
     metrics: Arc<Metrics>,
     activity: Option<Arc<Activity>>,
     log: AccessLog,
+    reauth: Option<Reauth>,
 }
 
 impl Metered {
@@ -102,6 +146,7 @@ impl Metered {
         metrics: Arc<Metrics>,
         activity: Option<Arc<Activity>>,
         log: AccessLog,
+        reauth: Option<Reauth>,
     ) -> Metered {
         metrics.active_transfers.inc();
         Metered {
@@ -109,7 +154,65 @@ impl Metered {
             metrics,
             activity,
             log,
+            reauth,
         }
+    }
+}
+
+/// What a repeated access check found.
+pub enum Verdict {
+    Allowed,
+    /// The credential or the permission is gone: the transfer ends.
+    Revoked(String),
+    /// The API server could not say; the transfer goes on and the check is repeated sooner.
+    Unknown,
+}
+
+/// Re-checks, while a response streams, that its requester may still download: a permission
+/// revoked (or a token expired) after the request started ends the transfer at the next check
+/// instead of letting it run for hours. The first check is `every` after the start.
+pub struct Reauth {
+    every: Duration,
+    next: Instant,
+    check: Box<dyn FnMut() -> LocalBoxFuture<'static, Verdict>>,
+    running: Option<LocalBoxFuture<'static, Verdict>>,
+}
+
+/// How soon a check is repeated when the API server could not answer.
+const RECHECK_AFTER_UNKNOWN: Duration = Duration::from_secs(30);
+
+impl Reauth {
+    pub fn new(
+        every: Duration,
+        check: Box<dyn FnMut() -> LocalBoxFuture<'static, Verdict>>,
+    ) -> Reauth {
+        Reauth {
+            every,
+            next: Instant::now() + every,
+            check,
+            running: None,
+        }
+    }
+
+    /// `Ready(Some(why))` when the transfer must end; `Pending` while a check runs.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<String>> {
+        if self.running.is_none() {
+            if Instant::now() < self.next {
+                return Poll::Ready(None);
+            }
+            self.running = Some((self.check)());
+        }
+        let Some(running) = self.running.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let verdict = ready!(running.as_mut().poll(cx));
+        self.running = None;
+        match verdict {
+            Verdict::Allowed => self.next = Instant::now() + self.every,
+            Verdict::Unknown => self.next = Instant::now() + self.every.min(RECHECK_AFTER_UNKNOWN),
+            Verdict::Revoked(why) => return Poll::Ready(Some(why)),
+        }
+        Poll::Ready(None)
     }
 }
 
@@ -118,6 +221,22 @@ impl Stream for Metered {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if let Some(reauth) = this.reauth.as_mut()
+            && let Some(why) = ready!(reauth.poll(cx))
+        {
+            this.reauth = None;
+            log::info!(
+                "{} {}: transfer ended after {}B: {}",
+                this.log.method,
+                this.log.uri.path(),
+                this.log.bytes,
+                crate::logsafe::escape(&why)
+            );
+            return Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                why,
+            ))));
+        }
         match this.inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 let n = chunk.len() as u64;
@@ -129,7 +248,12 @@ impl Stream for Metered {
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => {
-                log::warn!("{} {}: body aborted: {e}", this.log.method, this.log.path);
+                log::warn!(
+                    "{} {}: body aborted: {}",
+                    this.log.method,
+                    this.log.uri.path(),
+                    crate::logsafe::escape(&e.to_string())
+                );
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {

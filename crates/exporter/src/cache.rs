@@ -40,7 +40,16 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     }
 
     pub fn insert_at(&self, key: K, value: V, now: Instant) {
-        if self.ttl.is_zero() {
+        self.insert_for_at(key, value, self.ttl, now)
+    }
+
+    /// An entry with its own lifetime (a short one for negative answers).
+    pub fn insert_for(&self, key: K, value: V, ttl: Duration) {
+        self.insert_for_at(key, value, ttl, Instant::now())
+    }
+
+    pub fn insert_for_at(&self, key: K, value: V, ttl: Duration, now: Instant) {
+        if self.ttl.is_zero() || ttl.is_zero() {
             return;
         }
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
@@ -52,7 +61,7 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
                 map.clear();
             }
         }
-        map.insert(key, (now + self.ttl, value));
+        map.insert(key, (now + ttl, value));
     }
 
     pub fn len(&self) -> usize {
@@ -83,5 +92,10 @@ mod tests {
         let z = TtlCache::new(Duration::ZERO, 3);
         z.insert(1, 1);
         assert_eq!(z.get(&1), None);
+        // Entries with their own, shorter lifetime.
+        let c = TtlCache::new(Duration::from_secs(10), 3);
+        c.insert_for_at(1, "short", Duration::from_secs(2), t0);
+        assert_eq!(c.get_at(&1, t0 + Duration::from_secs(1)), Some("short"));
+        assert_eq!(c.get_at(&1, t0 + Duration::from_secs(2)), None);
     }
 }

@@ -3,7 +3,7 @@
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use actix_web::http::header::HttpDate;
+use actix_http::header::HttpDate;
 
 /// The request's conditional headers, raw.
 #[derive(Debug, Default, Clone, Copy)]
@@ -195,9 +195,11 @@ pub fn parse_http_date(s: &str) -> Option<i64> {
     i64::try_from(secs).ok()
 }
 
+/// IMF-fixdate text of `secs` (empty past year 9999); see [`crate::headers::write_http_date`].
 pub fn format_http_date(secs: i64) -> String {
-    let t = UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
-    HttpDate::from(t).to_string()
+    let mut out = Vec::with_capacity(29);
+    crate::headers::write_http_date(&mut out, secs);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ fn main() -> ExitCode {
         .parse_filters(&log_filter(&cfg.log_level))
         .format_timestamp_millis()
         .init();
-    match actix_web::rt::System::new().block_on(svdm_exporter::server::run(cfg)) {
+    match actix_rt::System::new().block_on(svdm_exporter::server::run(cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e:#}");

@@ -4,6 +4,8 @@
 //! exists to give clear 4xx answers for input that can never name a file, and to keep the resolved path
 //! free of `..` so behaviour does not depend on how the kernel treats it.
 
+use std::ffi::{CStr, CString};
+
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 /// Linux PATH_MAX; anything longer cannot be resolved anyway.
@@ -28,9 +30,12 @@ pub enum PathError {
 }
 
 /// A decoded path inside the volume: plain names only, never `.` or `..`.
+///
+/// Held as one NUL-terminated buffer (`a/b/c`, or `.` for the root) that goes to `openat2` as it is, so
+/// parsing a request path costs one allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumePath {
-    segments: Vec<Vec<u8>>,
+    rel: CString,
     /// A trailing `/` asks for a directory (listing or tar), its absence for a file.
     pub trailing_slash: bool,
 }
@@ -38,50 +43,56 @@ pub struct VolumePath {
 impl VolumePath {
     pub fn root() -> Self {
         VolumePath {
-            segments: Vec::new(),
+            rel: c".".to_owned(),
             trailing_slash: true,
         }
     }
 
-    pub fn segments(&self) -> &[Vec<u8>] {
-        &self.segments
+    pub fn is_root(&self) -> bool {
+        self.rel.as_bytes() == b"."
     }
 
-    pub fn is_root(&self) -> bool {
-        self.segments.is_empty()
+    /// The names from the root down.
+    pub fn segments(&self) -> impl Iterator<Item = &[u8]> {
+        let path: &[u8] = if self.is_root() {
+            &[]
+        } else {
+            self.rel.as_bytes()
+        };
+        path.split(|&b| b == b'/').filter(|s| !s.is_empty())
     }
 
     /// The path relative to the volume root as the kernel gets it (`.` for the root).
-    pub fn relative_bytes(&self) -> Vec<u8> {
-        if self.segments.is_empty() {
-            return b".".to_vec();
-        }
-        self.segments.join(&b'/')
+    pub fn relative_bytes(&self) -> &[u8] {
+        self.rel.as_bytes()
+    }
+
+    pub fn relative_cstr(&self) -> &CStr {
+        &self.rel
     }
 
     pub fn file_name(&self) -> Option<&[u8]> {
-        self.segments.last().map(Vec::as_slice)
+        self.segments().last()
     }
 
-    /// For messages: the path as the user asked for it, never the host path.
+    /// For messages: the path as the user asked for it, never the host path. It may hold any byte a
+    /// name can hold (newlines too): log it with `{:?}`.
     pub fn display(&self) -> String {
         let mut s = String::from("/");
-        s.push_str(&String::from_utf8_lossy(&self.relative_bytes_or_empty()));
-        if self.trailing_slash && !self.segments.is_empty() {
-            s.push('/');
+        if !self.is_root() {
+            s.push_str(&String::from_utf8_lossy(self.rel.as_bytes()));
+            if self.trailing_slash {
+                s.push('/');
+            }
         }
         s
-    }
-
-    fn relative_bytes_or_empty(&self) -> Vec<u8> {
-        self.segments.join(&b'/')
     }
 
     /// URL-escaped path relative to the root, `/`-terminated for a directory (`""` for the root), the form
     /// listing items use in `uri`.
     pub fn uri_prefix(&self) -> String {
         let mut s = String::new();
-        for seg in &self.segments {
+        for seg in self.segments() {
             s.push_str(&escape_segment(seg));
             s.push('/');
         }
@@ -97,20 +108,24 @@ pub fn parse_volume_path(raw: &str) -> Result<VolumePath, PathError> {
         return Err(PathError::TooLong);
     }
     let trailing_slash = raw.is_empty() || raw.ends_with('/');
-    let mut segments = Vec::new();
-    let mut total = 0usize;
+    let mut out: Vec<u8> = Vec::with_capacity(raw.len() + 1);
     for enc in raw.split('/') {
         if enc.is_empty() {
             continue;
         }
-        let seg = percent_decode_strict(enc.as_bytes())?;
+        if !out.is_empty() {
+            out.push(b'/');
+        }
+        let start = out.len();
+        percent_decode_into(enc.as_bytes(), &mut out)?;
+        let seg = &out[start..];
         if seg.contains(&0) {
             return Err(PathError::Nul);
         }
         if seg.contains(&b'/') {
             return Err(PathError::EncodedSlash);
         }
-        match seg.as_slice() {
+        match seg {
             b"." => return Err(PathError::DotSegment(".")),
             b".." => return Err(PathError::DotSegment("..")),
             _ => {}
@@ -118,14 +133,18 @@ pub fn parse_volume_path(raw: &str) -> Result<VolumePath, PathError> {
         if seg.len() > MAX_NAME_BYTES {
             return Err(PathError::NameTooLong);
         }
-        total += seg.len() + 1;
-        if total > MAX_PATH_BYTES {
+        // Counted as the kernel sees the path: names plus one separator each.
+        if out.len() + 1 > MAX_PATH_BYTES {
             return Err(PathError::TooLong);
         }
-        segments.push(seg);
     }
+    if out.is_empty() {
+        return Ok(VolumePath::root());
+    }
+    // No NUL anywhere: every segment was checked above.
+    let rel = CString::new(out).map_err(|_| PathError::Nul)?;
     Ok(VolumePath {
-        segments,
+        rel,
         trailing_slash,
     })
 }
@@ -134,6 +153,11 @@ pub fn parse_volume_path(raw: &str) -> Result<VolumePath, PathError> {
 /// the client never sends one (it decodes names before sending) and guessing hides bugs.
 pub fn percent_decode_strict(input: &[u8]) -> Result<Vec<u8>, PathError> {
     let mut out = Vec::with_capacity(input.len());
+    percent_decode_into(input, &mut out)?;
+    Ok(out)
+}
+
+fn percent_decode_into(input: &[u8], out: &mut Vec<u8>) -> Result<(), PathError> {
     let mut i = 0;
     while i < input.len() {
         let b = input[i];
@@ -150,7 +174,7 @@ pub fn percent_decode_strict(input: &[u8]) -> Result<Vec<u8>, PathError> {
             i += 1;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn hex_val(c: u8) -> Option<u8> {
@@ -178,9 +202,17 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 /// Escapes one raw name for a URL path segment; non-UTF-8 bytes are escaped byte by byte, so even names
 /// that JSON cannot carry exactly stay fetchable through `uri`.
 pub fn escape_segment(seg: &[u8]) -> String {
+    let mut out = Vec::with_capacity(seg.len());
+    write_escaped_segment(&mut out, seg);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// [`escape_segment`] appended to `out`.
+pub fn write_escaped_segment(out: &mut Vec<u8>, seg: &[u8]) {
     match std::str::from_utf8(seg) {
-        Ok(s) => utf8_percent_encode(s, SEGMENT).to_string(),
-        Err(_) => percent_encoding::percent_encode(seg, SEGMENT).to_string(),
+        Ok(s) => utf8_percent_encode(s, SEGMENT).for_each(|c| out.extend_from_slice(c.as_bytes())),
+        Err(_) => percent_encoding::percent_encode(seg, SEGMENT)
+            .for_each(|c| out.extend_from_slice(c.as_bytes())),
     }
 }
 

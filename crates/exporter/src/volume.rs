@@ -2,7 +2,7 @@
 //! the root directory fd, and every type decision is made from `fstat` of the fd actually opened, so a
 //! concurrent rename or symlink swap can at worst change which in-volume object is served.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -13,8 +13,9 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
 
 use crate::listing::{EntryInfo, Kind};
+use crate::offload::IoMode;
 use crate::paths::VolumePath;
-use crate::sys::openat2_in_root;
+use crate::sys::{openat2_in_root, openat2_in_root_cached};
 
 /// Metadata of an opened object, in the units the handlers need.
 #[derive(Debug, Clone, Copy)]
@@ -75,6 +76,10 @@ pub enum VolumeError {
     Changed,
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
+    /// Only in [`IoMode::Cached`]: answering needs the storage. The step is retried on the pool, so this
+    /// never reaches a client.
+    #[error("not cached")]
+    WouldBlock,
 }
 
 impl VolumeError {
@@ -138,7 +143,21 @@ impl FsVolume {
         fstat(&self.root).is_ok()
     }
 
-    fn open_rel(&self, rel: &CString, flags: libc::c_int) -> Result<OwnedFd, VolumeError> {
+    fn open_rel(
+        &self,
+        rel: &CStr,
+        flags: libc::c_int,
+        mode: IoMode,
+    ) -> Result<OwnedFd, VolumeError> {
+        if mode == IoMode::Cached {
+            // EAGAIN here means "not in the dentry cache" as well as "renamed meanwhile": the blocking
+            // retry below sorts out which.
+            return match openat2_in_root_cached(self.root.as_fd(), rel, flags) {
+                Ok(fd) => Ok(fd),
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Err(VolumeError::WouldBlock),
+                Err(e) => Err(VolumeError::from_errno(e)),
+            };
+        }
         // A concurrent rename anywhere makes RESOLVE_IN_ROOT give up with EAGAIN; a few retries make a
         // busy volume look normal without letting a hostile swapper loop us forever.
         let mut attempts = 0;
@@ -153,14 +172,18 @@ impl FsVolume {
 
     /// Opens a path. The final symlink, if any, is followed inside the volume, so a link requested as a
     /// file yields its target's content, as the d8 client (which saves links as regular files) wants.
-    pub fn resolve(&self, path: &VolumePath) -> Result<Resolved, VolumeError> {
-        let rel = CString::new(path.relative_bytes()).map_err(|_| VolumeError::NotFound)?;
+    pub fn resolve(&self, path: &VolumePath, mode: IoMode) -> Result<Resolved, VolumeError> {
+        let rel = path.relative_cstr();
         // O_PATH never runs a device's or FIFO's open handler, so looking at a special file is harmless.
-        let probe = self.open_rel(&rel, libc::O_PATH)?;
+        let probe = self.open_rel(rel, libc::O_PATH, mode)?;
         let meta = Meta::from_stat(&fstat(&probe)?);
         match meta.kind() {
             Kind::File => {
-                let fd = self.open_rel(&rel, libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY)?;
+                let fd = self.open_rel(
+                    rel,
+                    libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
+                    mode,
+                )?;
                 let now = Meta::from_stat(&fstat(&fd)?);
                 if now.dev != meta.dev || now.ino != meta.ino || now.kind() != Kind::File {
                     return Err(VolumeError::Changed);
@@ -168,7 +191,7 @@ impl FsVolume {
                 Ok(Resolved::File(File::from(fd), now))
             }
             Kind::Dir => {
-                let fd = self.open_rel(&rel, libc::O_RDONLY | libc::O_DIRECTORY)?;
+                let fd = self.open_rel(rel, libc::O_RDONLY | libc::O_DIRECTORY, mode)?;
                 let now = Meta::from_stat(&fstat(&fd)?);
                 if now.dev != meta.dev || now.ino != meta.ino {
                     return Err(VolumeError::Changed);
@@ -187,8 +210,8 @@ impl FsVolume {
     }
 }
 
-/// Reads a directory incrementally. Moved into a blocking task for each batch, so an open listing that a
-/// slow client drains over hours holds an fd, not a thread.
+/// Reads a directory incrementally. Each batch runs on the blocking pool, so an open listing that a slow
+/// client drains over hours holds an fd, not a thread.
 pub struct DirReader {
     iter: nix::dir::OwningIter,
     dirfd: OwnedFd,
@@ -203,7 +226,7 @@ impl DirReader {
         let rel = if path.is_root() {
             Vec::new()
         } else {
-            path.relative_bytes()
+            path.relative_bytes().to_vec()
         };
         Ok(DirReader {
             iter: dir.into_iter(),
@@ -212,9 +235,14 @@ impl DirReader {
         })
     }
 
-    /// The next entry (lstat semantics), or `None` at the end. Entries that vanish between readdir and
-    /// lstat are skipped.
-    pub fn next_entry(&mut self, volume: &FsVolume) -> Option<Result<EntryInfo, VolumeError>> {
+    /// Hands the next entry (lstat semantics) to `f`, or returns `None` at the end. Entries that vanish
+    /// between readdir and lstat are skipped. The entry borrows its name from the directory stream, so
+    /// a listing allocates nothing per plain entry.
+    pub fn next_with<R>(
+        &mut self,
+        volume: &FsVolume,
+        f: impl FnOnce(&EntryInfo<'_>) -> R,
+    ) -> Option<Result<R, VolumeError>> {
         loop {
             let entry = match self.iter.next()? {
                 Ok(e) => e,
@@ -233,7 +261,7 @@ impl DirReader {
             let meta = Meta::from_stat(&st);
             let kind = meta.kind();
             let mut info = EntryInfo {
-                name: bytes.to_vec(),
+                name: bytes,
                 kind,
                 mode: meta.mode,
                 uid: meta.uid,
@@ -257,7 +285,7 @@ impl DirReader {
                     info.size = Some(target.size);
                 }
             }
-            return Some(Ok(info));
+            return Some(Ok(f(&info)));
         }
     }
 }

@@ -296,10 +296,15 @@ fn hashes_modes_and_methods() {
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("GET, HEAD"));
     assert_eq!(c.req("DELETE", "/api/v1/files/a.txt", &[]).status, 405);
-    assert_eq!(c.get("/healthz").status, 200);
-    assert_eq!(c.get("/readyz").status, 200);
+    assert_eq!(ex.admin_get("/healthz").status, 200);
+    assert_eq!(ex.admin_get("/readyz").status, 200);
     assert_eq!(c.get("/nope").status, 404);
-    let m = c.get("/metrics").text();
+    assert_eq!(
+        c.get("/metrics").status,
+        404,
+        "metrics are not on the data port"
+    );
+    let m = ex.admin_get("/metrics").text();
     assert!(m.contains("svdm_exporter_requests_total{"), "{m}");
     assert!(m.contains("svdm_exporter_sent_bytes_total"), "{m}");
     assert!(m.contains("svdm_exporter_active_transfers"), "{m}");
@@ -451,4 +456,115 @@ fn access_log_has_no_secrets() {
     assert!(!logs.contains("Authorization"));
     assert!(!logs.to_lowercase().contains("bearer"));
     let _ = Path::new("/");
+}
+
+/// Short file-system steps run on the worker when the kernel answers from its caches and on the thread
+/// pool otherwise (`--inline-fs-steps=false` forces the pool): both paths answer byte for byte alike,
+/// headers included (a first request for a name the dentry cache has not seen goes the pool way too).
+#[test]
+fn inline_and_pooled_steps_answer_alike() {
+    let t = tree();
+    let inline = Exporter::start(Opts::fs(t.path()));
+    let mut opts = Opts::fs(t.path());
+    opts.args.push("--inline-fs-steps=false".into());
+    let pooled = Exporter::start(opts);
+    let volatile = ["date"];
+    for (target, headers) in [
+        ("/api/v1/files/a.txt", vec![]),
+        ("/api/v1/files/a.txt", vec![("Range", "bytes=2-4")]),
+        ("/api/v1/files/a.txt", vec![("Range", "bytes=0-1,5-6")]),
+        ("/api/v1/files/sub/deeper/x.bin", vec![]),
+        ("/api/v1/files/big.bin", vec![("Range", "bytes=-10")]),
+        ("/api/v1/files/never-seen-before", vec![]),
+        ("/api/v1/files/sub/", vec![]),
+        ("/api/v1/files/sub", vec![]),
+        ("/api/v1/files/empty", vec![]),
+    ] {
+        let a = inline.client().req("GET", target, &headers);
+        let b = pooled.client().req("GET", target, &headers);
+        assert_eq!(a.status, b.status, "{target}");
+        let strip = |r: &Resp| -> Vec<(String, String)> {
+            let mut h: Vec<_> = r
+                .headers
+                .iter()
+                .filter(|(k, _)| !volatile.contains(&k.to_ascii_lowercase().as_str()))
+                .map(|(k, v)| {
+                    // Multipart boundaries are random per response.
+                    let v = v.split("boundary=").next().unwrap_or_default().to_string();
+                    (k.to_ascii_lowercase(), v)
+                })
+                .collect();
+            h.sort();
+            h
+        };
+        assert_eq!(strip(&a), strip(&b), "{target}");
+        if !a
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("multipart/"))
+        {
+            assert_eq!(a.body, b.body, "{target}");
+        }
+    }
+}
+
+/// Log lines that carry names from the volume or the request escape control characters: a directory
+/// named with a newline cannot forge a log line (issue 10, item 6). Here a tar of such a directory
+/// fails (the tar format cannot hold a long name that is not UTF-8), and the failure is logged with
+/// the name.
+#[test]
+fn names_cannot_forge_log_lines() {
+    let t = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = t.path().join("d\nFORGED-LINE 200 user=\"admin\"");
+    std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let long_latin1: std::ffi::OsString =
+        std::os::unix::ffi::OsStringExt::from_vec(vec![0xe9; 150]);
+    write(&dir.join(long_latin1), "x");
+    let ex = Exporter::start(Opts::fs(t.path()));
+    let c = ex.client();
+    let _ = c.get("/api/v1/files/d%0AFORGED-LINE%20200%20user=%22admin%22/?format=tar");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let logs = ex.log_text();
+    assert!(
+        logs.contains("tar of"),
+        "the failure was not logged:\n{logs}"
+    );
+    for line in logs.lines() {
+        let content = line
+            .strip_prefix("[exporter] ")
+            .unwrap_or(line)
+            .trim_start();
+        assert!(
+            !content.starts_with("FORGED-LINE"),
+            "a file name started a log line of its own:\n{logs}"
+        );
+    }
+    assert!(logs.contains("d\\nFORGED-LINE"), "{logs}");
+}
+
+/// A DataExport named `v1` in a namespace called `api`: its public prefix `/api/v1` must not swallow
+/// the internal `/api/v1/files` route its status.url uses (issue 10, item 8).
+#[test]
+fn export_v1_in_namespace_api_answers_both_forms() {
+    let t = tree();
+    let mut opts = Opts::fs(t.path());
+    opts.export = ("api".into(), "v1".into());
+    let ex = Exporter::start(opts);
+    let c = ex.client();
+    for target in ["/api/v1/files/a.txt", "/api/v1/api/v1/files/a.txt"] {
+        let r = c.get(target);
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "hello world\n"),
+            "{target}"
+        );
+    }
+    let listing = c.get("/api/v1/files/sub/");
+    assert_eq!(listing.status, 200);
+    assert!(
+        d8_parse_listing(&listing.body)
+            .iter()
+            .any(|(n, _)| n == "deeper")
+    );
+    assert_eq!(c.get("/api/v1/api/v1/files/sub/").body, listing.body);
+    assert_eq!(c.get("/api/v1/").status, 404);
 }

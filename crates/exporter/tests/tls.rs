@@ -98,7 +98,7 @@ fn certificate_reload_keeps_running_transfers() {
     symlink("..gen3", &tmp_link).unwrap_or_default();
     std::fs::rename(&tmp_link, secret.path().join("..data")).unwrap_or_default();
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(new.get("/healthz").status, 200);
+    assert_eq!(new.req("HEAD", "/api/v1/files/big", &[]).status, 200);
 }
 
 #[test]

@@ -94,6 +94,7 @@ fn filesystem_pod_is_least_privileged_and_read_only() {
             "--source=/data",
             "--address=$(POD_IP)",
             "--port=8443",
+            "--admin-port=8080",
             "--tls-cert=/etc/svdm/tls/tls.crt",
             "--tls-key=/etc/svdm/tls/tls.key",
             "--client-ca=/etc/svdm/tls/client-ca.crt",
@@ -118,10 +119,12 @@ fn filesystem_pod_is_least_privileged_and_read_only() {
     assert_eq!(data.mount_path, "/data");
     assert_eq!(data.read_only, Some(true));
     assert!(c.volume_devices.is_none());
+    // Probes go to the admin port, which the Service does not publish (see service_and_secret).
     let rp = c.readiness_probe.clone().expect("readiness");
     let hg = rp.http_get.expect("http");
-    assert_eq!(hg.scheme.as_deref(), Some("HTTPS"));
+    assert_eq!(hg.scheme.as_deref(), Some("HTTP"));
     assert_eq!(hg.path.as_deref(), Some("/readyz"));
+    assert_eq!(hg.port, IntOrString::Int(8080));
     let env: Vec<_> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
     assert_eq!(env, ["POD_IP", "POD_NAME"]);
 }
@@ -160,7 +163,10 @@ fn pod_takes_scheduling_settings() {
 #[test]
 fn service_and_secret() {
     let svc = service(&owner(), "exp-1");
-    let port = &svc.spec.expect("spec").ports.expect("ports")[0];
+    let ports = svc.spec.expect("spec").ports.expect("ports");
+    // Only the data port: the admin port (health, metrics) is never published.
+    assert_eq!(ports.len(), 1);
+    let port = &ports[0];
     assert_eq!((port.port, port.name.as_deref()), (443, Some("https")));
     assert_eq!(port.target_port, Some(IntOrString::Int(8443)));
     let sec = tls_secret(&owner(), "exp-1", "C", "K", "CA", "CCA");

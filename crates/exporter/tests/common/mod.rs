@@ -38,6 +38,64 @@ pub fn server_pki() -> Pki {
     Pki { ca, server }
 }
 
+/// A client certificate signed by `ca` whose subject has the given CNs and Os in this order, which the
+/// project's issuer (one CN by construction) cannot make.
+pub fn client_cert_with_names(ca: &CertPair, cns: &[&str], orgs: &[&str]) -> CertPair {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::{BigNum, MsbOption};
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::x509::extension::ExtendedKeyUsage;
+    use openssl::x509::{X509Builder, X509NameBuilder};
+    let e = |e: openssl::error::ErrorStack| -> ! { panic!("client certificate: {e}") };
+    let ca_cert = X509::from_pem(ca.cert_pem.as_bytes()).unwrap_or_else(|x| e(x));
+    let ca_key = PKey::private_key_from_pem(ca.key_pem.as_bytes()).unwrap_or_else(|x| e(x));
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap_or_else(|x| e(x));
+    let key = PKey::from_ec_key(EcKey::generate(&group).unwrap_or_else(|x| e(x)))
+        .unwrap_or_else(|x| e(x));
+    let mut name = X509NameBuilder::new().unwrap_or_else(|x| e(x));
+    for o in orgs {
+        name.append_entry_by_nid(Nid::ORGANIZATIONNAME, o)
+            .unwrap_or_else(|x| e(x));
+    }
+    for cn in cns {
+        name.append_entry_by_nid(Nid::COMMONNAME, cn)
+            .unwrap_or_else(|x| e(x));
+    }
+    let name = name.build();
+    let mut b = X509Builder::new().unwrap_or_else(|x| e(x));
+    b.set_version(2).unwrap_or_else(|x| e(x));
+    let mut serial = BigNum::new().unwrap_or_else(|x| e(x));
+    serial
+        .rand(64, MsbOption::MAYBE_ZERO, false)
+        .unwrap_or_else(|x| e(x));
+    b.set_serial_number(&serial.to_asn1_integer().unwrap_or_else(|x| e(x)))
+        .unwrap_or_else(|x| e(x));
+    b.set_subject_name(&name).unwrap_or_else(|x| e(x));
+    b.set_issuer_name(ca_cert.subject_name())
+        .unwrap_or_else(|x| e(x));
+    b.set_pubkey(&key).unwrap_or_else(|x| e(x));
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap_or_else(|x| e(x)))
+        .unwrap_or_else(|x| e(x));
+    b.set_not_after(&Asn1Time::days_from_now(1).unwrap_or_else(|x| e(x)))
+        .unwrap_or_else(|x| e(x));
+    b.append_extension(
+        ExtendedKeyUsage::new()
+            .client_auth()
+            .build()
+            .unwrap_or_else(|x| e(x)),
+    )
+    .unwrap_or_else(|x| e(x));
+    b.sign(&ca_key, MessageDigest::sha256())
+        .unwrap_or_else(|x| e(x));
+    let pem = |v: Vec<u8>| String::from_utf8(v).unwrap_or_default();
+    CertPair {
+        cert_pem: pem(b.build().to_pem().unwrap_or_else(|x| e(x))),
+        key_pem: pem(key.private_key_to_pem_pkcs8().unwrap_or_else(|x| e(x))),
+    }
+}
+
 pub fn write(path: &Path, data: impl AsRef<[u8]>) {
     std::fs::write(path, data).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
@@ -45,6 +103,8 @@ pub fn write(path: &Path, data: impl AsRef<[u8]>) {
 pub struct Exporter {
     child: Child,
     pub addr: SocketAddr,
+    /// The plain-HTTP admin port (`/healthz`, `/readyz`, `/metrics`).
+    pub admin_addr: SocketAddr,
     pub logs: Arc<Mutex<Vec<String>>>,
     pub ca_pem: String,
     pub tls_dir: PathBuf,
@@ -103,7 +163,7 @@ impl Exporter {
         cmd.args(["--mode", opts.mode])
             .arg("--source")
             .arg(opts.source)
-            .args(["--address", "127.0.0.1", "--port", "0"])
+            .args(["--address", "127.0.0.1", "--port", "0", "--admin-port", "0"])
             .arg("--tls-cert")
             .arg(&cert)
             .arg("--tls-key")
@@ -133,18 +193,25 @@ impl Exporter {
         let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
+        let (admin_tx, admin_rx) = mpsc::channel();
         let sink = logs.clone();
         std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(pos) = line.find("listening on ") {
-                    let rest = &line[pos + "listening on ".len()..];
-                    let addr = rest
+            let word_after = |line: &str, marker: &str| {
+                line.find(marker).map(|pos| {
+                    line[pos + marker.len()..]
                         .split_whitespace()
                         .next()
                         .unwrap_or_default()
-                        .to_string();
+                        .to_string()
+                })
+            };
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = word_after(&line, "listening on ") {
                     let _ = tx.send(addr);
+                }
+                if let Some(addr) = word_after(&line, " on http://") {
+                    let _ = admin_tx.send(addr);
                 }
                 eprintln!("[exporter] {line}");
                 sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
@@ -158,9 +225,19 @@ impl Exporter {
                 panic!("exporter did not start:\n{logs}");
             }
         };
+        let admin_addr = match admin_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a
+                .parse()
+                .unwrap_or_else(|e| panic!("bad admin addr {a}: {e}")),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("exporter did not report its admin port");
+            }
+        };
         Exporter {
             child,
             addr,
+            admin_addr,
             logs,
             ca_pem,
             tls_dir,
@@ -170,6 +247,20 @@ impl Exporter {
 
     pub fn client(&self) -> Client {
         Client::new(&self.ca_pem, self.addr, None)
+    }
+
+    /// A plain-HTTP GET on the admin port.
+    pub fn admin_get(&self, target: &str) -> Resp {
+        let mut s = TcpStream::connect(self.admin_addr).unwrap_or_else(|e| panic!("connect: {e}"));
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap_or_default();
+        let head = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        s.write_all(head.as_bytes())
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)
+            .unwrap_or_else(|e| panic!("read {target}: {e}"));
+        parse_response(&raw, false)
     }
 
     pub fn log_text(&self) -> String {
@@ -228,6 +319,7 @@ impl Resp {
     }
 }
 
+#[derive(Clone)]
 pub struct Client {
     connector: SslConnector,
     addr: SocketAddr,
@@ -264,6 +356,11 @@ impl Client {
             .unwrap_or_else(|e| panic!("TLS: {e}"))
     }
 
+    /// The TLS handshake on an already connected socket; `None` if it fails.
+    pub fn handshake(&self, tcp: TcpStream) -> Option<SslStream<TcpStream>> {
+        self.connector.connect("localhost", tcp).ok()
+    }
+
     pub fn get(&self, target: &str) -> Resp {
         self.req("GET", target, &[])
     }
@@ -286,6 +383,64 @@ impl Client {
             Err(e) => panic!("read {target}: {e}"),
         }
         parse_response(&raw, method == "HEAD")
+    }
+}
+
+/// One keep-alive connection for many requests; responses must carry Content-Length (all error and
+/// file answers do).
+pub struct KeepAlive {
+    stream: SslStream<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn keep_alive(&self) -> KeepAlive {
+        KeepAlive {
+            stream: self.connect(),
+            buf: Vec::new(),
+        }
+    }
+}
+
+impl KeepAlive {
+    pub fn req(&mut self, method: &str, target: &str, headers: &[(&str, &str)]) -> Resp {
+        let mut head = format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        self.stream
+            .write_all(head.as_bytes())
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let mut chunk = vec![0u8; 64 * 1024];
+        let end = loop {
+            if let Some(p) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .unwrap_or_else(|e| panic!("read {target}: {e}"));
+            assert!(n > 0, "connection closed before a response to {target}");
+            self.buf.extend_from_slice(&chunk[..n]);
+        };
+        let mut resp = parse_response(&self.buf[..end], true);
+        let len: usize = resp
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let body_len = if method == "HEAD" { 0 } else { len };
+        while self.buf.len() < end + body_len {
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .unwrap_or_else(|e| panic!("read {target}: {e}"));
+            assert!(n > 0, "connection closed in the body of {target}");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        resp.body = self.buf[end..end + body_len].to_vec();
+        self.buf.drain(..end + body_len);
+        resp
     }
 }
 

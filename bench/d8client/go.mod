@@ -1,0 +1,3 @@
+module svdm/bench/d8client
+
+go 1.21
