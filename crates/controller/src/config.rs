@@ -85,7 +85,7 @@ pub struct Args {
         default_value = "svdm-controller"
     )]
     pub leader_election_name: String,
-    /// Plain-HTTP address of /metrics, /healthz and /readyz.
+    /// HTTPS address of /healthz, /readyz and /metrics (see admin.rs).
     #[arg(long, env = "SVDM_METRICS_ADDRESS", default_value = "0.0.0.0:9090")]
     pub metrics_address: String,
     #[arg(long, env = "SVDM_LOG_LEVEL", default_value = "info")]

@@ -5,6 +5,7 @@
 //! [`reconcile`] decides intent (export, return, expire, delete) and writes the status computed
 //! by [`status`]; [`objects`] builds every object the controller creates.
 
+pub mod admin;
 pub mod cache;
 pub mod config;
 pub mod context;
@@ -173,9 +174,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     {
         let m = metrics.clone();
         let addr = args.metrics_address.clone();
-        tokio::spawn(async move {
-            if let Err(e) = metrics::serve(addr, m).await {
-                log::error!("metrics endpoint failed: {e}");
+        let admin_client = client.clone();
+        // actix-web runs its own single-threaded runtime, on a thread of its own.
+        std::thread::spawn(move || {
+            let served =
+                actix_web::rt::System::new().block_on(admin::serve(addr, m, Some(admin_client)));
+            if let Err(e) = served {
+                log::error!("admin endpoint failed: {e}");
             }
         });
     }

@@ -1,8 +1,8 @@
-//! Prometheus metrics and the plain-HTTP admin endpoint (`/metrics`, `/healthz`, `/readyz`).
+//! Prometheus metrics of the controller (served by `admin.rs`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use prometheus_client::encoding::text::encode;
@@ -12,8 +12,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use svdm_api::Phase;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 type Labels = Vec<(String, String)>;
 
@@ -179,78 +177,6 @@ impl Metrics {
             out.clear();
         }
         out
-    }
-}
-
-/// Serves `/metrics`, `/healthz` and `/readyz` over plain HTTP/1.1 (one request per connection).
-pub async fn serve(address: String, metrics: Arc<Metrics>) -> std::io::Result<()> {
-    let listener = TcpListener::bind(&address).await?;
-    let bound = listener
-        .local_addr()
-        .map_or_else(|_| address.clone(), |a| a.to_string());
-    log::info!("metrics and health endpoints on http://{bound}");
-    loop {
-        let (mut sock, _) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                log::warn!("metrics accept: {e}");
-                continue;
-            }
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let mut n = 0;
-            // Read until the end of the request head (or the buffer is full).
-            while n < buf.len() {
-                match tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    sock.read(&mut buf[n..]),
-                )
-                .await
-                {
-                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
-                    Ok(Ok(k)) => {
-                        n += k;
-                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                            break;
-                        }
-                    }
-                }
-            }
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let path = head
-                .lines()
-                .next()
-                .and_then(|l| l.split_whitespace().nth(1))
-                .unwrap_or("/");
-            let (code, ctype, body) = match path {
-                "/metrics" => (
-                    "200 OK",
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    metrics.encode(),
-                ),
-                "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
-                "/readyz" => {
-                    if metrics.ready.load(Ordering::Relaxed) {
-                        ("200 OK", "text/plain", "ok\n".to_owned())
-                    } else {
-                        (
-                            "503 Service Unavailable",
-                            "text/plain",
-                            "not leading or not synced\n".to_owned(),
-                        )
-                    }
-                }
-                _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
-            };
-            let resp = format!(
-                "HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
-            let _ = sock.shutdown().await;
-        });
     }
 }
 
